@@ -1,0 +1,29 @@
+"""expstdp: exponential weight-dependent, trace-based STDP as pure JAX functions.
+
+The rule of ngclearn's `ExpSTDPSynapse` (Diehl & Cook 2015, eq. 4). States and
+params are immutable NamedTuples; every function is pure and composes with
+`jax.jit`, `jax.vmap`, `jax.lax.scan` and `jax.grad`.
+"""
+
+from expstdp import initializers
+from expstdp.checked import checked
+from expstdp.describe import describe
+from expstdp.synapse import compute_dW, evolve, forward, init, reset
+from expstdp.types import ExpSTDPParams, SynapseState
+from expstdp.validation import validate_params
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ExpSTDPParams",
+    "SynapseState",
+    "checked",
+    "compute_dW",
+    "describe",
+    "evolve",
+    "forward",
+    "init",
+    "initializers",
+    "reset",
+    "validate_params",
+]

@@ -1,0 +1,56 @@
+"""A checked mode: run any expstdp function with run-time checks that work
+under `jit`, `vmap` and `scan` (via `jax.experimental.checkify`)."""
+
+import functools
+import inspect
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import checkify
+
+from expstdp.types import ExpSTDPParams
+
+
+def _check_finite(name: str, tree) -> None:
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+      field = name + jax.tree_util.keystr(path, simple=True, separator=".").join(
+          ["." if path else "", ""])
+      checkify.check(jnp.all(jnp.isfinite(leaf)), f"{field} has non-finite values (NaN or inf)")
+
+
+def _check_param_values(name: str, params: ExpSTDPParams) -> None:
+  p = params
+  checkify.check(jnp.all(p.A_minus >= 0), f"{name}.A_minus must be >= 0, got {{}}", p.A_minus)
+  checkify.check(jnp.all(p.w_eps >= 0), f"{name}.w_eps must be >= 0, got {{}}", p.w_eps)
+  checkify.check(jnp.all(p.tau_w >= 0), f"{name}.tau_w must be >= 0, got {{}}", p.tau_w)
+  checkify.check(jnp.all(p.w_bound > 2 * p.w_eps),
+                 f"{name}.w_bound must be > 2 * {name}.w_eps, got w_bound={{}}, w_eps={{}}",
+                 p.w_bound, p.w_eps)
+
+
+def checked(fn):
+  """Wraps an expstdp function so that every call checks, at run time, that
+  all its floating inputs and outputs are finite and that the hyperparameter
+  values are valid, naming the offending field (e.g. `state.pre_trace`).
+
+  The wrapped function returns `(error, result)`; call `error.throw()` (or
+  `error.get()` for the message or None). It composes with `jax.jit`:
+
+    evolve = jax.jit(expstdp.checked(expstdp.evolve))
+    err, state = evolve(state, params)
+    err.throw()
+  """
+  signature = inspect.signature(fn)
+
+  @functools.wraps(fn)
+  def with_checks(*args, **kwargs):
+    for name, value in signature.bind(*args, **kwargs).arguments.items():
+      if isinstance(value, ExpSTDPParams):
+        _check_param_values(name, value)
+      _check_finite(name, value)
+    result = fn(*args, **kwargs)
+    _check_finite(f"{fn.__name__} output", result)
+    return result
+
+  return checkify.checkify(with_checks, errors=checkify.user_checks)

@@ -1,0 +1,243 @@
+"""The ExpSTDP synapse as pure functions: `init`, `forward`, `compute_dW`,
+`evolve` and `reset`.
+
+The rule is ngclearn's `ExpSTDPSynapse` (Diehl & Cook 2015, eq. 4, as ngclearn
+writes it). For weights W (N, M), batch B:
+
+  dW = A_plus  * (exp(-beta W) * (x_pre^T s_post)
+                  - exp(-beta (w_bound - W)) * x_tar * colsum(s_post))
+     - A_minus * exp(-beta W) * (s_pre^T x_post)
+  W' = mask * clip(W + eta dW - W / tau_w, w_eps, w_bound - w_eps)
+
+Nothing here is jitted: callers choose `jax.jit`, `vmap` and `scan`.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from expstdp import initializers
+from expstdp.types import ExpSTDPParams, SynapseState
+from expstdp.validation import check_activity, check_array, check_state, validate_params
+
+# Outer products of at most this many rows are cheaper broadcast inside the
+# elementwise loop than as a GEMM call (PERFORMANCE_NOTES.md, item 4).
+_MAX_BROADCAST_ROWS = 4
+
+
+def init(
+    key: jax.Array,
+    shape: tuple[int, int],
+    *,
+    batch_size: int = 1,
+    weight_init=None,
+    bias_init=None,
+    p_conn: float = 1.0,
+    weight_mask=None,
+    eta: float = 1.0,
+    dtype=jnp.float32,
+) -> SynapseState:
+  """Creates the state of an (n_pre, n_post) synapse.
+
+  The same `key` gives the same initial weights as ngclearn's
+  `ExpSTDPSynapse(..., key=key)` for ngclearn's `uniform`, `gaussian` and
+  `constant` initializers and for `p_conn` (the key is split in the same way).
+
+  Args:
+    key: a PRNG key.
+    shape: (n_pre, n_post).
+    batch_size: B, the leading axis of inputs, spikes and traces.
+    weight_init: `f(key, shape, dtype) -> Array`, the `jax.nn.initializers`
+      convention; default `initializers.uniform(0.025, 0.8)` as ngclearn.
+    bias_init: same convention, called with shape (1, n_post); None gives the
+      scalar bias 0 (ngclearn's ExpSTDPSynapse has no bias).
+    p_conn: probability in (0, 1] that a connection exists. Absent
+      connections are recorded in `weight_mask` and stay 0 through evolve.
+    weight_mask: optional array broadcastable to `shape`; 0 marks an absent
+      connection. Combined with the `p_conn` draw.
+    eta: initial global learning rate.
+    dtype: floating dtype of the weights and every other array of the state.
+  """
+  if len(shape) != 2 or not all(isinstance(n, (int, np.integer)) and n > 0 for n in shape):
+    raise ValueError(f"shape must be (n_pre, n_post) with two positive ints, got {shape!r}.")
+  if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(f"dtype must be a floating dtype, got {dtype!r}.")
+  if not 0.0 < p_conn <= 1.0:
+    raise ValueError(f"p_conn must be in (0, 1], got {p_conn!r}.")
+  shape, dtype = tuple(int(n) for n in shape), jnp.dtype(dtype)
+  n_pre, n_post = shape
+
+  _, key_w, key_conn, key_b = jax.random.split(key, 4)
+  weight_init = initializers.uniform(0.025, 0.8) if weight_init is None else weight_init
+  weights = jnp.asarray(weight_init(key_w, shape, dtype))
+  check_array("weight_init(key, shape, dtype)", weights, shape, dtype)
+
+  mask = None
+  if p_conn < 1.0:
+    mask = jax.random.bernoulli(key_conn, p_conn, shape)
+  if weight_mask is not None:
+    try:
+      given = jnp.broadcast_to(jnp.asarray(weight_mask) != 0, shape)
+    except ValueError:
+      raise ValueError(
+          f"weight_mask must be broadcastable to {shape}, got shape {np.shape(weight_mask)}."
+      ) from None
+    mask = given if mask is None else mask & given
+  if mask is None:
+    mask = jnp.ones((1, 1), bool)
+  else:
+    weights = jnp.where(mask, weights, jnp.zeros((), dtype))
+
+  if bias_init is None:
+    biases = jnp.zeros((), dtype)
+  else:
+    biases = jnp.asarray(bias_init(key_b, (1, n_post), dtype))
+    check_array("bias_init(key, (1, n_post), dtype)", biases, (1, n_post), dtype)
+
+  pre, post = jnp.zeros((batch_size, n_pre), dtype), jnp.zeros((batch_size, n_post), dtype)
+  return SynapseState(
+      weights=weights,
+      biases=biases,
+      weight_mask=mask,
+      eta=jnp.asarray(eta, dtype),
+      inputs=pre,
+      outputs=post,
+      pre_spike=pre,
+      post_spike=post,
+      pre_trace=pre,
+      post_trace=post,
+      d_weights=jnp.zeros(shape, dtype),
+  )
+
+
+def _scalar(x, dtype) -> jax.Array:
+  # Hyperparameters take the weights' dtype, so a float32 scalar never
+  # promotes bfloat16 weights (and a weak Python float never demotes float64).
+  return jnp.asarray(x, dtype)
+
+
+def forward(state: SynapseState, params: ExpSTDPParams, inputs=None) -> SynapseState:
+  """outputs = (inputs @ W) * resist_scale + biases.
+
+  As in ngclearn, `weight_mask` is not applied here: evolve keeps masked
+  weights at exactly 0, so W is already masked unless the caller overwrote it.
+
+  Args:
+    state: the synapse state.
+    params: hyperparameters (only `resist_scale` is read).
+    inputs: optional (B, N) input; default `state.inputs`. Stored in the
+      returned state.
+
+  Returns:
+    `state` with `inputs` and `outputs` replaced.
+  """
+  check_state(state)
+  validate_params(params)
+  if inputs is None:
+    inputs = state.inputs
+  else:
+    check_array("inputs", inputs, state.inputs.shape, state.weights.dtype)
+  W = state.weights
+  outputs = jnp.matmul(inputs, W, precision=jax.lax.Precision.HIGHEST)
+  outputs = outputs * _scalar(params.resist_scale, W.dtype) + state.biases
+  return state._replace(inputs=inputs, outputs=outputs)
+
+
+def _sum_of_outer_products(a: jax.Array, b: jax.Array) -> jax.Array:
+  """sum_k a[k, :, None] * b[k, None, :], i.e. a.T @ b, for a (K, N), b (K, M)."""
+  if a.shape[0] <= _MAX_BROADCAST_ROWS:
+    return sum(a[k][:, None] * b[k][None, :] for k in range(a.shape[0]))
+  return jax.lax.dot_general(
+      a, b, (((0,), (0,)), ((), ())), precision=jax.lax.Precision.HIGHEST
+  )
+
+
+def _dW(params, weights, pre_spike, pre_trace, post_spike, post_trace) -> jax.Array:
+  dtype = weights.dtype
+  A_plus, A_minus, beta, x_tar, w_bound = (
+      _scalar(v, dtype)
+      for v in (params.A_plus, params.A_minus, params.exp_beta, params.pretrace_target,
+                params.w_bound)
+  )
+  # LTP and LTD share the factor exp(-beta W): one product of inner size 2B.
+  hebbian = _sum_of_outer_products(
+      jnp.concatenate([pre_trace, pre_spike], axis=0),
+      jnp.concatenate([A_plus * post_spike, -A_minus * post_trace], axis=0),
+  )
+  # The x_tar term is the same for every row i: a (1, M) row, not a matmul.
+  target = (A_plus * x_tar) * jnp.sum(post_spike, axis=0, keepdims=True)
+  return jnp.exp(-beta * weights) * hebbian - jnp.exp(-beta * (w_bound - weights)) * target
+
+
+def compute_dW(params: ExpSTDPParams, weights, pre_spike, pre_trace, post_spike,
+               post_trace) -> jax.Array:
+  """The raw STDP update dW (before eta, decay, clip and mask).
+
+  The batch is summed, not averaged, as in ngclearn.
+
+  Args:
+    params: hyperparameters.
+    weights: (N, M) weights W.
+    pre_spike: (B, N) pre-synaptic spikes s_pre.
+    pre_trace: (B, N) pre-synaptic traces x_pre.
+    post_spike: (B, M) post-synaptic spikes s_post.
+    post_trace: (B, M) post-synaptic traces x_post.
+
+  Returns:
+    (N, M) dW in the weights' dtype.
+  """
+  validate_params(params)
+  check_activity(weights, pre_spike=pre_spike, pre_trace=pre_trace, post_spike=post_spike,
+                 post_trace=post_trace)
+  return _dW(params, weights, pre_spike, pre_trace, post_spike, post_trace)
+
+
+def evolve(state: SynapseState, params: ExpSTDPParams, *, pre_spike=None, pre_trace=None,
+           post_spike=None, post_trace=None) -> SynapseState:
+  """One plasticity step: W' = mask * clip(W + eta dW - W / tau_w, w_eps, w_bound - w_eps).
+
+  Spikes and traces are read from `state` unless given; given ones are stored
+  in the returned state. Every weight is clipped on every call, even with no
+  spikes or eta = 0 (as in ngclearn), and masked weights end exactly 0.
+
+  Returns:
+    `state` with new `weights` and `d_weights` (the raw dW), and any given
+    spikes and traces.
+  """
+  check_state(state)
+  validate_params(params)
+  given = {name: x for name, x in (("pre_spike", pre_spike), ("pre_trace", pre_trace),
+                                   ("post_spike", post_spike), ("post_trace", post_trace))
+           if x is not None}
+  for name, x in given.items():
+    check_array(name, x, getattr(state, name).shape, state.weights.dtype)
+  state = state._replace(**given)
+
+  W, dtype = state.weights, state.weights.dtype
+  dW = _dW(params, W, state.pre_spike, state.pre_trace, state.post_spike, state.post_trace)
+  tau_w = _scalar(params.tau_w, dtype)
+  # tau_w = 0 means no decay: W / inf is exactly 0 for every finite W.
+  decay = W / jnp.where(tau_w > 0, tau_w, jnp.inf)
+  w_eps, w_bound = _scalar(params.w_eps, dtype), _scalar(params.w_bound, dtype)
+  eta = _scalar(state.eta, dtype)
+  new_W = jnp.clip(W + dW * eta - decay, w_eps, w_bound - w_eps)
+  new_W = jnp.where(state.weight_mask, new_W, jnp.zeros((), dtype))
+  return state._replace(weights=new_W, d_weights=dW)
+
+
+def reset(state: SynapseState) -> SynapseState:
+  """Zeroes inputs, outputs, spikes, traces and d_weights; keeps weights,
+  biases, weight_mask and eta (as ngclearn's reset)."""
+  check_state(state)
+  zero = jnp.zeros_like
+  return state._replace(
+      inputs=zero(state.inputs),
+      outputs=zero(state.outputs),
+      pre_spike=zero(state.pre_spike),
+      post_spike=zero(state.post_spike),
+      pre_trace=zero(state.pre_trace),
+      post_trace=zero(state.post_trace),
+      d_weights=zero(state.d_weights),
+  )

@@ -1,0 +1,123 @@
+"""Argument checks that run at trace time, so a mistake fails before any
+compilation with a message that names the argument and what was expected.
+
+Shapes and dtypes are static, so they are always checked. Hyperparameter
+values are checked only where they are concrete (eager calls): under `jit` or
+`vmap` they are tracers, and `expstdp.checked` covers them at run time.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from expstdp.types import ExpSTDPParams, SynapseState
+
+
+def _dtype_name(dtype) -> str:
+  return jnp.dtype(dtype).name
+
+
+def check_array(name: str, x, shape: tuple, dtype) -> None:
+  """Raises unless `x` is an array of exactly `shape` and `dtype`."""
+  x_shape, x_dtype = np.shape(x), jnp.result_type(x)
+  if not jnp.issubdtype(x_dtype, jnp.floating):
+    raise TypeError(
+        f"{name} must be a floating array of dtype {_dtype_name(dtype)} "
+        f"(spikes are 0.0/1.0 floats), got dtype {_dtype_name(x_dtype)}."
+    )
+  if tuple(x_shape) != tuple(shape):
+    raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(x_shape)}.")
+  if x_dtype != jnp.dtype(dtype):
+    raise TypeError(
+        f"{name} must have the weights' dtype {_dtype_name(dtype)}, got "
+        f"{_dtype_name(x_dtype)}; cast it explicitly (nothing is promoted silently)."
+    )
+
+
+def check_weights(name: str, weights) -> tuple[int, int]:
+  """Checks an (N, M) floating weight matrix and returns (N, M)."""
+  if np.ndim(weights) != 2:
+    raise ValueError(f"{name} must be a 2-D (n_pre, n_post) array, got shape {np.shape(weights)}.")
+  if not jnp.issubdtype(jnp.result_type(weights), jnp.floating):
+    raise TypeError(f"{name} must be floating, got dtype {_dtype_name(jnp.result_type(weights))}.")
+  return np.shape(weights)
+
+
+def check_activity(weights, **arrays) -> None:
+  """Checks spikes and traces against the weights: pre_* are (B, N) and
+  post_* are (B, M) with one batch size B, all in the weights' dtype."""
+  n_pre, n_post = check_weights("weights", weights)
+  batch = None
+  for name, x in arrays.items():
+    width = n_pre if name.startswith(("pre", "inputs")) else n_post
+    if np.ndim(x) != 2:
+      raise ValueError(f"{name} must be 2-D (batch, {width}), got shape {np.shape(x)}.")
+    batch = np.shape(x)[0] if batch is None else batch
+    check_array(name, x, (batch, width), weights.dtype)
+
+
+def check_state(state: SynapseState) -> None:
+  """Checks every field of a SynapseState for shape and dtype."""
+  if not isinstance(state, SynapseState):
+    raise TypeError(f"state must be an expstdp.SynapseState, got {type(state).__name__}.")
+  n_pre, n_post = check_weights("state.weights", state.weights)
+  dtype = state.weights.dtype
+  if np.ndim(state.inputs) != 2:
+    raise ValueError(f"state.inputs must be 2-D (batch, {n_pre}), got shape {np.shape(state.inputs)}.")
+  batch = np.shape(state.inputs)[0]
+  for name, width in (("inputs", n_pre), ("pre_spike", n_pre), ("pre_trace", n_pre),
+                      ("outputs", n_post), ("post_spike", n_post), ("post_trace", n_post)):
+    check_array(f"state.{name}", getattr(state, name), (batch, width), dtype)
+  check_array("state.d_weights", state.d_weights, (n_pre, n_post), dtype)
+  if np.shape(state.biases) not in ((), (1, n_post)):
+    raise ValueError(f"state.biases must have shape () or (1, {n_post}), got {np.shape(state.biases)}.")
+  check_array("state.biases", state.biases, np.shape(state.biases), dtype)
+  if np.shape(state.eta) != ():
+    raise ValueError(f"state.eta must be a scalar (shape ()), got shape {np.shape(state.eta)}.")
+  mask = state.weight_mask
+  if jnp.result_type(mask) != jnp.bool_ or np.shape(mask) not in ((1, 1), (n_pre, n_post)):
+    raise ValueError(
+        f"state.weight_mask must be a bool array of shape (1, 1) or ({n_pre}, {n_post}), "
+        f"got {_dtype_name(jnp.result_type(mask))} {np.shape(mask)}."
+    )
+
+
+def _concrete(x):
+  """The value of `x` as a numpy array, or None when it is a tracer."""
+  try:
+    return np.asarray(x)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return None
+
+
+def validate_params(params: ExpSTDPParams) -> None:
+  """Checks that every hyperparameter is a scalar and, where its value is
+  concrete, that the rule is well defined: A_minus >= 0, w_eps >= 0,
+  tau_w >= 0 and w_bound > 2 * w_eps (else the clip bounds cross)."""
+  if not isinstance(params, ExpSTDPParams):
+    raise TypeError(f"params must be an expstdp.ExpSTDPParams, got {type(params).__name__}.")
+  for name, value in params._asdict().items():
+    if np.ndim(value) != 0:
+      raise ValueError(
+          f"params.{name} must be a scalar, got shape {np.shape(value)}; to run several "
+          "populations, give params a leading axis and jax.vmap over it."
+      )
+    if not jnp.issubdtype(jnp.result_type(value), jnp.number) or jnp.issubdtype(
+        jnp.result_type(value), jnp.complexfloating):
+      raise TypeError(f"params.{name} must be a real number, got {value!r}.")
+  values = {name: _concrete(v) for name, v in params._asdict().items()}
+  def known(*names):
+    return all(values[n] is not None for n in names)
+  for name in ("A_minus", "w_eps", "tau_w"):
+    if known(name) and not values[name] >= 0:
+      raise ValueError(
+          f"params.{name} must be >= 0, got {values[name]}."
+          + (" (ngclearn silently drops LTD for a negative A_minus; expstdp rejects it.)"
+             if name == "A_minus" else "")
+      )
+  if known("w_bound", "w_eps") and not values["w_bound"] > 2 * values["w_eps"]:
+    raise ValueError(
+        f"params.w_bound must be > 2 * params.w_eps so that the clip range "
+        f"[w_eps, w_bound - w_eps] is not empty, got w_bound={values['w_bound']}, "
+        f"w_eps={values['w_eps']}."
+    )

@@ -1,0 +1,88 @@
+"""Bad input fails at trace time with a message naming the argument."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import expstdp
+
+PARAMS = expstdp.ExpSTDPParams(A_plus=1.0, A_minus=0.5, exp_beta=1.0)
+STATE = expstdp.init(jax.random.PRNGKey(0), (4, 3), batch_size=2)
+EVOLVE_JIT = jax.jit(expstdp.evolve)
+
+
+@pytest.mark.parametrize("evolve", [expstdp.evolve, EVOLVE_JIT], ids=["eager", "jit"])
+@pytest.mark.parametrize("kwargs, error, pattern", [
+    (dict(pre_spike=jnp.ones((2, 3))), ValueError, r"pre_spike must have shape \(2, 4\)"),
+    (dict(post_trace=jnp.ones((3, 3))), ValueError, r"post_trace must have shape \(2, 3\)"),
+    (dict(post_spike=jnp.ones((2, 3), jnp.int32)), TypeError, "post_spike must be a floating"),
+    (dict(pre_spike=jnp.ones((2, 4), bool)), TypeError, "pre_spike must be a floating"),
+    (dict(pre_trace=jnp.ones((2, 4), jnp.float16)), TypeError, "pre_trace must have the weights' dtype float32"),
+])
+def test_evolve_rejects_bad_activity(evolve, kwargs, error, pattern):
+  with pytest.raises(error, match=pattern):
+    evolve(STATE, PARAMS, **kwargs)
+
+
+def test_compute_dW_rejects_mismatched_batches():
+  w, a = STATE.weights, jnp.ones((2, 4))
+  with pytest.raises(ValueError, match=r"post_spike must have shape \(2, 3\)"):
+    jax.jit(expstdp.compute_dW)(PARAMS, w, a, a, jnp.ones((5, 3)), jnp.ones((2, 3)))
+  with pytest.raises(ValueError, match="weights must be a 2-D"):
+    expstdp.compute_dW(PARAMS, jnp.ones(4), a, a, a, a)
+
+
+def test_forward_rejects_bad_inputs():
+  with pytest.raises(ValueError, match=r"inputs must have shape \(2, 4\)"):
+    jax.jit(expstdp.forward)(STATE, PARAMS, jnp.ones((2, 3)))
+
+
+def test_inconsistent_state_is_named():
+  with pytest.raises(ValueError, match=r"state.post_trace must have shape \(2, 3\)"):
+    expstdp.evolve(STATE._replace(post_trace=jnp.ones((1, 3))), PARAMS)
+  with pytest.raises(ValueError, match="state.weight_mask"):
+    expstdp.evolve(STATE._replace(weight_mask=jnp.ones((4, 3))), PARAMS)
+  with pytest.raises(ValueError, match="state.eta must be a scalar"):
+    expstdp.evolve(STATE._replace(eta=jnp.ones((1, 1))), PARAMS)
+  with pytest.raises(TypeError, match="state must be an expstdp.SynapseState"):
+    expstdp.reset(tuple(STATE))
+
+
+@pytest.mark.parametrize("change, pattern", [
+    (dict(A_minus=-0.1), "A_minus must be >= 0"),
+    (dict(w_bound=0.02), r"w_bound must be > 2 \* params.w_eps"),
+    (dict(w_eps=0.3, w_bound=0.5), r"w_bound must be > 2 \* params.w_eps"),
+    (dict(w_eps=-0.01), "w_eps must be >= 0"),
+    (dict(tau_w=-1.0), "tau_w must be >= 0"),
+    (dict(A_plus=jnp.ones(3)), "A_plus must be a scalar"),
+])
+def test_invalid_hyperparameters_are_rejected(change, pattern):
+  with pytest.raises(ValueError, match=pattern):
+    expstdp.evolve(STATE, PARAMS._replace(**change))
+  with pytest.raises(ValueError, match=pattern):
+    expstdp.validate_params(PARAMS._replace(**change))
+
+
+def test_traced_hyperparameters_are_not_checked_at_trace_time():
+  """Under jit values are unknown: expstdp.checked covers them (test_nonfinite)."""
+  out = EVOLVE_JIT(STATE, PARAMS._replace(A_minus=-0.1))
+  assert out.weights.shape == (4, 3)
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(shape=(4,)), "shape must be"),
+    (dict(shape=(4, 0)), "shape must be"),
+    (dict(shape=(4, 3), batch_size=0), "batch_size must be"),
+    (dict(shape=(4, 3), p_conn=0.0), "p_conn must be in"),
+    (dict(shape=(4, 3), p_conn=1.5), "p_conn must be in"),
+    (dict(shape=(4, 3), weight_mask=jnp.ones((2, 2))), "weight_mask must be broadcastable"),
+    (dict(shape=(4, 3), weight_init=lambda k, s, d: jnp.ones((3, 4), d)), r"weight_init.*shape \(4, 3\)"),
+])
+def test_init_rejects_bad_arguments(kwargs, pattern):
+  with pytest.raises(ValueError, match=pattern):
+    expstdp.init(jax.random.PRNGKey(0), **kwargs)
+
+
+def test_init_rejects_integer_dtype():
+  with pytest.raises(TypeError, match="dtype must be a floating"):
+    expstdp.init(jax.random.PRNGKey(0), (2, 2), dtype=jnp.int32)

@@ -1,0 +1,71 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import expstdp
+from expstdp import initializers
+
+pytest.importorskip("ngclearn")
+from ngclearn.utils.distribution_generator import DistributionGenerator as DG  # noqa: E402
+
+KEY = jax.random.PRNGKey(11)
+
+SAME_AS_NGCLEARN = [
+    (initializers.uniform(0.025, 0.8), DG.uniform(0.025, 0.8)),
+    (initializers.uniform(-1.0, 2.0, amin=0.0, amax=1.0), DG.uniform(-1.0, 2.0, amin=0.0, amax=1.0)),
+    (initializers.gaussian(0.5, 0.2), DG.gaussian(0.5, 0.2)),
+    (initializers.gaussian(0.0, 1.0, hollow=True), DG.gaussian(0.0, 1.0, hollow=True)),
+    (initializers.constant(0.3, eye=True), DG.constant(0.3, eye=True)),
+    (initializers.uniform(lower_triangle=True), DG.uniform(lower_triangle=True)),
+    (initializers.uniform(upper_triangle=True), DG.uniform(upper_triangle=True)),
+    (initializers.uniform(col_mask=3), DG.uniform(col_mask=3)),
+    (initializers.fan_in_uniform(), DG.fan_in_uniform()),
+    (initializers.fan_in_gaussian(), DG.fan_in_gaussian()),
+]
+
+
+@pytest.mark.parametrize("case", range(len(SAME_AS_NGCLEARN)))
+@pytest.mark.parametrize("shape", [(6, 6), (5, 8)])
+def test_same_key_same_weights_as_ngclearn(case, shape):
+  ours, theirs = SAME_AS_NGCLEARN[case]
+  np.testing.assert_array_equal(ours(KEY, shape, jnp.float32), theirs(shape, KEY))
+
+
+def test_index_masks_keep_those_rows_and_columns():
+  """ngclearn's row_mask masks columns and its list col_mask raises; ours do as named."""
+  w = initializers.uniform(0.5, 1.0, col_mask=[0, 4])(KEY, (5, 7))
+  np.testing.assert_array_equal(np.asarray(w).any(axis=0), [1, 0, 0, 0, 1, 0, 0])
+  w = initializers.uniform(0.5, 1.0, row_mask=[1, 3])(KEY, (5, 7))
+  kept = np.asarray(w).any(axis=1)
+  np.testing.assert_array_equal(kept, [False, True, False, True, False])
+  w = initializers.uniform(0.5, 1.0, row_mask=2)(KEY, (5, 7))
+  assert np.asarray(w).any(axis=1).sum() == 2
+
+
+def test_dtype_is_honoured():
+  for init in (initializers.uniform(), initializers.gaussian(), initializers.constant(1.0),
+               initializers.fan_in_uniform(), initializers.fan_in_gaussian()):
+    assert init(KEY, (3, 4), jnp.bfloat16).dtype == jnp.bfloat16
+
+
+def test_jax_initializers_plug_in():
+  state = expstdp.init(KEY, (8, 5), weight_init=jax.nn.initializers.glorot_uniform(),
+                       bias_init=jax.nn.initializers.normal(0.1))
+  expected = jax.nn.initializers.glorot_uniform()(jax.random.split(KEY, 4)[1], (8, 5))
+  np.testing.assert_array_equal(state.weights, expected)
+  assert state.biases.shape == (1, 5)
+
+
+def test_default_is_ngclearns_uniform():
+  state = expstdp.init(KEY, (8, 5))
+  np.testing.assert_array_equal(state.weights, DG.uniform(0.025, 0.8)((8, 5), jax.random.split(KEY, 4)[1]))
+
+
+def test_bad_modifiers_are_rejected_at_construction():
+  with pytest.raises(TypeError, match="amn"):
+    initializers.uniform(amn=0.1)
+  with pytest.raises(ValueError, match="mutually exclusive"):
+    initializers.uniform(lower_triangle=True, upper_triangle=True)
+  with pytest.raises(ValueError, match="2 dimensions"):
+    initializers.fan_in_uniform()(KEY, (4,))

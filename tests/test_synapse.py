@@ -1,0 +1,125 @@
+"""Behaviour of the single functions: documented differences from ngclearn,
+dtypes, non-finite values, the checked mode, reset and describe."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import expstdp
+from conftest import random_activity
+
+PARAMS = expstdp.ExpSTDPParams(A_plus=1.0, A_minus=0.5, exp_beta=1.5, pretrace_target=0.2)
+
+
+def _state(shape=(6, 5), batch=2, seed=0, dtype=jnp.float32, **kwargs):
+  state = expstdp.init(jax.random.PRNGKey(seed), shape, batch_size=batch, dtype=dtype, **kwargs)
+  act = random_activity(np.random.default_rng(seed), batch, *shape)
+  return state._replace(**{k: jnp.asarray(v, dtype) for k, v in act.items()})
+
+
+def test_w_eps_is_a_parameter():
+  state = _state()
+  state = state._replace(weights=state.weights.at[:3].set(0.0).at[3:].set(3.0), eta=jnp.asarray(0.0))
+  new = np.asarray(expstdp.evolve(state, PARAMS._replace(w_eps=0.1, w_bound=2.0)).weights)
+  np.testing.assert_array_equal(new[:3], np.float32(0.1))
+  np.testing.assert_array_equal(new[3:], np.float32(2.0) - np.float32(0.1))
+
+
+def test_tau_w_applies_the_documented_decay():
+  state, params = _state(), PARAMS._replace(tau_w=20.0)
+  dW = expstdp.compute_dW(params, state.weights, state.pre_spike, state.pre_trace,
+                          state.post_spike, state.post_trace)
+  W = state.weights
+  expected = jnp.clip(W + dW * state.eta - W / 20.0, 0.01, 0.99)
+  np.testing.assert_array_equal(expstdp.evolve(state, params).weights, expected)
+  no_decay = expstdp.evolve(state, PARAMS).weights
+  np.testing.assert_array_equal(no_decay, jnp.clip(W + dW * state.eta, 0.01, 0.99))
+
+
+def test_every_weight_is_clipped_even_without_spikes():
+  """As ngclearn: 0 -> w_eps and 1 -> w_bound - w_eps, even with eta = 0."""
+  state = expstdp.init(jax.random.PRNGKey(0), (2, 2), weight_init=expstdp.initializers.constant(1.0),
+                       eta=0.0)
+  state = state._replace(weights=state.weights.at[0, 0].set(0.0))
+  np.testing.assert_allclose(expstdp.evolve(state, PARAMS).weights, [[0.01, 0.99], [0.99, 0.99]])
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32, jnp.float64])
+def test_dtype_is_kept_end_to_end(dtype):
+  with jax.enable_x64(dtype == jnp.float64):
+    state = _state(dtype=dtype, bias_init=expstdp.initializers.constant(0.1))
+    # Hyperparameters given as float32 arrays must not promote bfloat16 weights.
+    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), PARAMS)
+    step = jax.jit(lambda s, p: expstdp.evolve(expstdp.forward(s, p), p))
+    for out in (step(state, params), expstdp.reset(step(state, params))):
+      for name, leaf in out._asdict().items():
+        if name != "weight_mask":
+          assert leaf.dtype == dtype, name
+
+
+def test_reset_zeroes_activity_and_keeps_weights():
+  state = expstdp.evolve(_state(p_conn=0.5), PARAMS)
+  out = expstdp.reset(state._replace(eta=jnp.asarray(0.3)))
+  for name in ("inputs", "outputs", "pre_spike", "post_spike", "pre_trace", "post_trace",
+               "d_weights"):
+    assert not np.any(getattr(out, name)), name
+  for name in ("weights", "biases", "weight_mask"):
+    np.testing.assert_array_equal(getattr(out, name), getattr(state, name))
+  assert out.eta == 0.3
+
+
+def test_given_activity_is_stored_in_the_returned_state():
+  state = _state()
+  spikes = jnp.ones_like(state.pre_spike)
+  out = expstdp.evolve(state, PARAMS, pre_spike=spikes)
+  np.testing.assert_array_equal(out.pre_spike, spikes)
+  np.testing.assert_array_equal(out.post_trace, state.post_trace)
+  assert not np.array_equal(out.weights, expstdp.evolve(state, PARAMS).weights)
+
+
+def test_nan_in_a_pre_trace_poisons_its_row_only():
+  """Documented: a non-finite trace makes its whole row of dW (and W) NaN,
+  because 0 * NaN = NaN in the outer products, as in ngclearn."""
+  state = _state()
+  state = state._replace(pre_trace=state.pre_trace.at[1, 2].set(jnp.nan))
+  out = expstdp.evolve(state, PARAMS)
+  nan_rows = np.isnan(np.asarray(out.weights)).any(axis=1)
+  np.testing.assert_array_equal(nan_rows, np.arange(6) == 2)
+  assert np.isnan(np.asarray(out.weights)[2]).all()
+
+
+def test_checked_mode_names_the_offending_field_under_jit():
+  evolve = jax.jit(expstdp.checked(expstdp.evolve))
+  state = _state()
+  err, out = evolve(state, PARAMS)
+  assert err.get() is None
+  np.testing.assert_array_equal(out.weights, expstdp.evolve(state, PARAMS).weights)
+
+  err, _ = evolve(state._replace(post_trace=state.post_trace.at[0, 0].set(jnp.inf)), PARAMS)
+  assert "state.post_trace has non-finite values" in err.get()
+  err, _ = evolve(state, PARAMS, pre_spike=state.pre_spike.at[0, 0].set(jnp.nan))
+  assert "pre_spike has non-finite values" in err.get()
+  with pytest.raises(Exception, match="params.A_minus must be >= 0"):
+    evolve(state, PARAMS._replace(A_minus=-1.0))[0].throw()
+  err, _ = evolve(state, PARAMS._replace(w_bound=0.015))
+  assert "params.w_bound must be > 2 * params.w_eps" in err.get()
+  # exp(-beta W) overflows for a huge negative weight: the output check sees it.
+  err, _ = evolve(state._replace(weights=state.weights.at[0, 0].set(-1e3)),
+                  PARAMS._replace(exp_beta=1.0))
+  assert "evolve output" in err.get()
+
+
+def test_checked_mode_under_vmap():
+  states = jax.tree.map(lambda *x: jnp.stack(x), _state(seed=0), _state(seed=1))
+  bad = states._replace(weights=states.weights.at[1, 0, 0].set(jnp.nan))
+  err, _ = jax.jit(jax.vmap(expstdp.checked(expstdp.evolve), in_axes=(0, None)))(bad, PARAMS)
+  assert "state.weights has non-finite values" in err.get()
+
+
+def test_describe_covers_every_field():
+  info = expstdp.describe()
+  assert set(info) == {"ExpSTDPSynapse", "compartments", "dynamics", "hyperparameters"}
+  compartments = set().union(*info["compartments"].values())
+  assert compartments == set(expstdp.SynapseState._fields)
+  assert set(expstdp.ExpSTDPParams._fields) <= set(info["hyperparameters"])

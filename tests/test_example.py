@@ -1,0 +1,23 @@
+import pathlib
+import re
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_readme_shows_the_example_file():
+  example = (ROOT / "examples" / "quickstart.py").read_text()
+  block = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+  code = [line for line in example.splitlines() if line.strip() and not line.startswith('"""')]
+  for line in filter(None, block.splitlines()):
+    assert line in code, f"README line not in examples/quickstart.py: {line}"
+
+
+def test_example_runs():
+  out = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py")],
+                       capture_output=True, text=True, timeout=300, check=True).stdout
+  rates = [float(x) for x in re.findall(r"post rate=([0-9.]+)", out)]
+  means = [float(x) for x in re.findall(r"mean W=([0-9.]+)", out)]
+  assert len(rates) == 8 and 0 < min(rates) and max(rates) < 1
+  assert means[0] < means[-1]  # more LTP, larger weights

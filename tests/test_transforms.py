@@ -1,0 +1,87 @@
+"""jit, vmap, scan and grad: the functions compose with JAX's transforms."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import expstdp
+from conftest import random_activity
+
+N, M, B = 6, 5, 2
+PARAMS = expstdp.ExpSTDPParams(A_plus=0.9, A_minus=0.6, exp_beta=1.3, pretrace_target=0.2,
+                               tau_w=40.0, resist_scale=1.5)
+
+
+def _state(seed=0, dtype=jnp.float32):
+  state = expstdp.init(jax.random.PRNGKey(seed), (N, M), batch_size=B, eta=0.1, dtype=dtype,
+                       p_conn=0.8, bias_init=expstdp.initializers.constant(0.2))
+  act = random_activity(np.random.default_rng(seed), B, N, M)
+  return state._replace(**{k: jnp.asarray(v, dtype) for k, v in act.items()})
+
+
+def _step(state, params):
+  return expstdp.evolve(expstdp.forward(state, params), params)
+
+
+def test_jit_equals_eager():
+  state = _state()
+  eager = _step(state, PARAMS)
+  jitted = jax.jit(_step)(state, PARAMS)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), eager, jitted)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               expstdp.reset(eager), jax.jit(expstdp.reset)(eager))
+
+
+def test_new_hyperparameter_values_do_not_recompile():
+  step = jax.jit(chex.assert_max_traces(_step, n=1))
+  state = _state()
+  outs = []
+  for i, A_plus in enumerate([0.1, 0.5, 2.0]):
+    params = PARAMS._replace(A_plus=A_plus, exp_beta=0.5 * i, w_bound=1.0 + i, tau_w=10.0 * i)
+    outs.append(step(state._replace(eta=jnp.asarray(0.1 * i, jnp.float32)), params))
+  assert not np.array_equal(outs[1].weights, outs[2].weights)
+  chex.clear_trace_counter()
+
+
+def test_sweep_hyperparameters_with_vmap_in_one_compile():
+  state, betas = _state(), jnp.linspace(0.0, 4.0, 7)
+  params = PARAMS._replace(exp_beta=betas)
+  axes = jax.tree.map(lambda _: None, PARAMS)._replace(exp_beta=0)
+  sweep = jax.jit(jax.vmap(_step, in_axes=(None, axes)))
+  out = sweep(state, params)
+  for i, beta in enumerate(betas):
+    np.testing.assert_allclose(out.weights[i], _step(state, PARAMS._replace(exp_beta=beta)).weights,
+                               rtol=1e-6, atol=1e-7)
+
+
+def _simulate(params, state, acts):
+  def body(s, act):
+    s = expstdp.forward(s, params, act["inputs"])
+    s = expstdp.evolve(s, params, pre_spike=act["pre_spike"], pre_trace=act["pre_trace"],
+                       post_spike=act["post_spike"], post_trace=act["post_trace"])
+    return s, s.outputs
+  final, outputs = jax.lax.scan(body, state, acts)
+  return jnp.sum(final.weights ** 2) + jnp.mean(outputs)
+
+
+@pytest.mark.parametrize("name", ["A_plus", "A_minus", "exp_beta"])
+def test_grad_through_a_scanned_simulation_matches_finite_differences(name):
+  with jax.enable_x64(True):
+    state = expstdp.init(jax.random.PRNGKey(1), (N, M), batch_size=B, eta=0.05,
+                         weight_init=expstdp.initializers.uniform(0.3, 0.6), dtype=jnp.float64)
+    rng = np.random.default_rng(1)
+    acts = [random_activity(rng, B, N, M, dtype=np.float64) for _ in range(8)]
+    acts = jax.tree.map(lambda *x: jnp.stack(x), *acts)
+    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), PARAMS)
+
+    def loss(value):
+      return _simulate(params._replace(**{name: value}), state, acts)
+
+    x = getattr(params, name)
+    grad = jax.jit(jax.grad(loss))(x)
+    h = 1e-5
+    fd = (loss(x + h) - loss(x - h)) / (2 * h)
+    assert np.isfinite(grad) and abs(grad) > 1e-6
+    np.testing.assert_allclose(grad, fd, rtol=1e-5)

@@ -10,7 +10,7 @@ from expstdp.checked import checked
 from expstdp.describe import describe
 from expstdp.synapse import compute_dW, evolve, forward, init, reset
 from expstdp.types import ExpSTDPParams, SynapseState
-from expstdp.validation import validate_params
+from expstdp.validation import max_exponent, validate_params
 
 __version__ = "0.1.0"
 
@@ -25,5 +25,6 @@ __all__ = [
     "init",
     "initializers",
     "reset",
+    "max_exponent",
     "validate_params",
 ]

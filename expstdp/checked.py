@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax.experimental import checkify
 
 from expstdp.types import ExpSTDPParams
+from expstdp.validation import max_exponent
 
 
 def _check_finite(name: str, tree) -> None:
@@ -19,20 +20,23 @@ def _check_finite(name: str, tree) -> None:
       checkify.check(jnp.all(jnp.isfinite(leaf)), f"{field} has non-finite values (NaN or inf)")
 
 
-def _check_param_values(name: str, params: ExpSTDPParams) -> None:
-  p = params
+def _check_param_values(name: str, params: ExpSTDPParams, dtype) -> None:
+  p, limit = params, max_exponent(dtype)
   checkify.check(jnp.all(p.A_minus >= 0), f"{name}.A_minus must be >= 0, got {{}}", p.A_minus)
   checkify.check(jnp.all(p.w_eps >= 0), f"{name}.w_eps must be >= 0, got {{}}", p.w_eps)
   checkify.check(jnp.all(p.tau_w >= 0), f"{name}.tau_w must be >= 0, got {{}}", p.tau_w)
   checkify.check(jnp.all(p.w_bound > 2 * p.w_eps),
                  f"{name}.w_bound must be > 2 * {name}.w_eps, got w_bound={{}}, w_eps={{}}",
                  p.w_bound, p.w_eps)
+  checkify.check(jnp.all(jnp.abs(p.exp_beta * p.w_bound) <= limit),
+                 f"|{name}.exp_beta * {name}.w_bound| must be <= {limit:g}, got {{}}",
+                 p.exp_beta * p.w_bound)
 
 
 def checked(fn):
   """Wraps an expstdp function so that every call checks, at run time, that
   all its floating inputs and outputs are finite and that the hyperparameter
-  values are valid, naming the offending field (e.g. `state.pre_trace`).
+  values are valid (see `validate_params`), naming the offending field (e.g. `state.pre_trace`).
 
   The wrapped function returns `(error, result)`; call `error.throw()` (or
   `error.get()` for the message or None). It composes with `jax.jit`:
@@ -45,9 +49,12 @@ def checked(fn):
 
   @functools.wraps(fn)
   def with_checks(*args, **kwargs):
-    for name, value in signature.bind(*args, **kwargs).arguments.items():
+    arguments = signature.bind(*args, **kwargs).arguments
+    weights = arguments["state"].weights if "state" in arguments else arguments.get("weights")
+    dtype = jnp.result_type(weights) if weights is not None else jnp.float32
+    for name, value in arguments.items():
       if isinstance(value, ExpSTDPParams):
-        _check_param_values(name, value)
+        _check_param_values(name, value, dtype)
       _check_finite(name, value)
     result = fn(*args, **kwargs)
     _check_finite(f"{fn.__name__} output", result)

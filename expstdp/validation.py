@@ -90,10 +90,18 @@ def _concrete(x):
     return None
 
 
-def validate_params(params: ExpSTDPParams) -> None:
+def max_exponent(dtype) -> float:
+  """The largest |exp_beta| * w_bound for which evolve's factors are exact in
+  `dtype`: exp(-beta W) stays a normal number for every W in [0, w_bound],
+  with a margin (79 for float32 and bfloat16, 700 for float64)."""
+  return float(np.floor(-np.log(float(jnp.finfo(dtype).tiny)))) - 8.0
+
+
+def validate_params(params: ExpSTDPParams, dtype=jnp.float32) -> None:
   """Checks that every hyperparameter is a scalar and, where its value is
   concrete, that the rule is well defined: A_minus >= 0, w_eps >= 0,
-  tau_w >= 0 and w_bound > 2 * w_eps (else the clip bounds cross)."""
+  tau_w >= 0, w_bound > 2 * w_eps (else the clip bounds cross) and
+  |exp_beta| * w_bound <= max_exponent(dtype) (the weights' dtype)."""
   if not isinstance(params, ExpSTDPParams):
     raise TypeError(f"params must be an expstdp.ExpSTDPParams, got {type(params).__name__}.")
   for name, value in params._asdict().items():
@@ -120,4 +128,11 @@ def validate_params(params: ExpSTDPParams) -> None:
         f"params.w_bound must be > 2 * params.w_eps so that the clip range "
         f"[w_eps, w_bound - w_eps] is not empty, got w_bound={values['w_bound']}, "
         f"w_eps={values['w_eps']}."
+    )
+  limit = max_exponent(dtype)
+  if known("exp_beta", "w_bound") and not abs(values["exp_beta"] * values["w_bound"]) <= limit:
+    raise ValueError(
+        f"|params.exp_beta * params.w_bound| must be <= {limit:g} for {_dtype_name(dtype)} "
+        f"weights (beyond it exp(-beta W) underflows), got exp_beta={values['exp_beta']}, "
+        f"w_bound={values['w_bound']}."
     )

@@ -6,6 +6,7 @@ new values never recompile.
 """
 
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 from hypothesis import given, settings, strategies as st
@@ -206,3 +207,27 @@ def test_scan_over_time_equals_a_loop(seed, p):
     looped_outputs.append(state.outputs)
   _assert_trees_close(final, state)
   _assert_trees_close(outputs, jnp.stack(looped_outputs))
+
+
+@given(seeds, floats(-1.0, 1.0), floats(0.5, 3.0))
+def test_x_tar_factor_is_accurate_over_the_whole_allowed_range(seed, beta_fraction, w_bound):
+  """exp(-beta (w_bound - W)) is computed as exp(-beta w_bound) / exp(-beta W):
+  its error grows with |beta| w_bound no faster than that of the direct formula."""
+  beta = beta_fraction * expstdp.max_exponent(jnp.float32) / w_bound
+  p = expstdp.ExpSTDPParams(A_plus=1.0, A_minus=0.0, exp_beta=beta, pretrace_target=1.0,
+                            w_bound=w_bound)
+  W = np.random.default_rng(seed).uniform(0.0, w_bound, (N, M)).astype(np.float32)
+  zeros = np.zeros((B, N), np.float32)
+  dW = compute_dW(p, W, zeros, zeros, np.ones((B, M), np.float32), np.zeros((B, M), np.float32))
+  truth = -B * np.exp(-beta * (np.float32(w_bound) - W.astype(np.float64)))
+  rel_error = np.abs(np.asarray(dW, np.float64) / truth - 1)
+  assert rel_error.max() <= (abs(beta) * w_bound + 2) * 2.0**-23
+
+
+def test_exponent_range_is_enforced():
+  p = expstdp.ExpSTDPParams(A_plus=1.0, A_minus=0.0, exp_beta=40.0, w_bound=2.0)
+  zeros = np.zeros((B, N), np.float32)
+  with pytest.raises(ValueError, match=r"\|params.exp_beta \* params.w_bound\| must be <= 79"):
+    expstdp.compute_dW(p, np.zeros((N, M), np.float32), zeros, zeros, zeros[:, :M], zeros[:, :M])
+  with jax.enable_x64(True):  # float64 weights allow a far wider range
+    expstdp.compute_dW(p, np.zeros((N, M)), *[np.zeros((B, n)) for n in (N, N, M, M)])

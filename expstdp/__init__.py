@@ -5,8 +5,9 @@ params are immutable NamedTuples; every function is pure and composes with
 `jax.jit`, `jax.vmap`, `jax.lax.scan` and `jax.grad`.
 """
 
-from expstdp import initializers
+from expstdp import initializers, jitted
 from expstdp.checked import checked
+from expstdp.events import clip_weights, evolve_events, forward_events
 from expstdp.describe import describe
 from expstdp.synapse import compute_dW, evolve, forward, init, reset
 from expstdp.types import ExpSTDPParams, SynapseState
@@ -18,12 +19,16 @@ __all__ = [
     "ExpSTDPParams",
     "SynapseState",
     "checked",
+    "clip_weights",
     "compute_dW",
     "describe",
     "evolve",
+    "evolve_events",
     "forward",
+    "forward_events",
     "init",
     "initializers",
+    "jitted",
     "reset",
     "max_exponent",
     "validate_params",

@@ -96,18 +96,24 @@ def init(
     biases = jnp.asarray(bias_init(key_b, (1, n_post), dtype))
     check_array("bias_init(key, (1, n_post), dtype)", biases, (1, n_post), dtype)
 
-  pre, post = jnp.zeros((batch_size, n_pre), dtype), jnp.zeros((batch_size, n_post), dtype)
+  # A fresh buffer per field, so that a caller may donate the whole state.
+  def pre():
+    return jnp.zeros((batch_size, n_pre), dtype)
+
+  def post():
+    return jnp.zeros((batch_size, n_post), dtype)
+
   return SynapseState(
       weights=weights,
       biases=biases,
       weight_mask=mask,
       eta=jnp.asarray(eta, dtype),
-      inputs=pre,
-      outputs=post,
-      pre_spike=pre,
-      post_spike=post,
-      pre_trace=pre,
-      post_trace=post,
+      inputs=pre(),
+      outputs=post(),
+      pre_spike=pre(),
+      post_spike=post(),
+      pre_trace=pre(),
+      post_trace=post(),
       d_weights=jnp.zeros(shape, dtype),
   )
 
@@ -133,16 +139,13 @@ def forward(state: SynapseState, params: ExpSTDPParams, inputs=None) -> SynapseS
   Returns:
     `state` with `inputs` and `outputs` replaced.
   """
-  check_state(state)
-  validate_params(params)
-  if inputs is None:
-    inputs = state.inputs
-  else:
-    check_array("inputs", inputs, state.inputs.shape, state.weights.dtype)
-  W = state.weights
-  outputs = jnp.matmul(inputs, W, precision=jax.lax.Precision.HIGHEST)
-  outputs = outputs * _scalar(params.resist_scale, W.dtype) + state.biases
-  return state._replace(inputs=inputs, outputs=outputs)
+  state = _with_activity(state, params, inputs=inputs)
+  return state._replace(outputs=_outputs(params, state.weights, state.inputs, state.biases))
+
+
+def _outputs(params, weights, inputs, biases):
+  outputs = jnp.matmul(inputs, weights, precision=jax.lax.Precision.HIGHEST)
+  return outputs * _scalar(params.resist_scale, weights.dtype) + biases
 
 
 def _sum_of_outer_products(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -218,18 +221,22 @@ def evolve(state: SynapseState, params: ExpSTDPParams, *, pre_spike=None, pre_tr
     `state` with new `weights` and `d_weights` (the raw dW), and any given
     spikes and traces.
   """
-  check_state(state)
-  validate_params(params, state.weights.dtype)
-  given = {name: x for name, x in (("pre_spike", pre_spike), ("pre_trace", pre_trace),
-                                   ("post_spike", post_spike), ("post_trace", post_trace))
-           if x is not None}
-  for name, x in given.items():
-    check_array(name, x, getattr(state, name).shape, state.weights.dtype)
-  state = state._replace(**given)
+  state = _with_activity(state, params, pre_spike=pre_spike, pre_trace=pre_trace,
+                         post_spike=post_spike, post_trace=post_trace)
   dW = _dW(params, state.weights, state.pre_spike, state.pre_trace, state.post_spike,
            state.post_trace)
   new_W = _apply_dW(params, state.weights, dW, state.eta, state.weight_mask)
   return state._replace(weights=new_W, d_weights=dW if with_d_weights else state.d_weights)
+
+
+def _with_activity(state, params, **arrays):
+  """Checks state and params and stores the given (non-None) arrays in state."""
+  check_state(state)
+  validate_params(params, state.weights.dtype)
+  given = {name: jnp.asarray(x) for name, x in arrays.items() if x is not None}
+  for name, x in given.items():
+    check_array(name, x, getattr(state, name).shape, state.weights.dtype)
+  return state._replace(**given)
 
 
 def _apply_dW(params, W, dW, eta, mask):

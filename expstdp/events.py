@@ -1,0 +1,169 @@
+"""Event-driven `evolve` and `forward`: work only on the rows and columns of W
+whose neurons spiked.
+
+With spikes at a few percent per step, dW is exactly 0 outside the rows of
+pre-synaptic neurons that spiked (LTD) and the columns of post-synaptic
+neurons that spiked (LTP and the x_tar term). Once every weight lies in
+[w_eps, w_bound - w_eps] or is masked to 0, evolve leaves those weights
+unchanged (the clip is idempotent), so only the active rows and columns
+need computing. Capacities are static (`max_pre`, `max_post`, `max_active`);
+when more neurons spike than fit, the dense computation runs instead.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from expstdp.synapse import _apply_dW, _dW, _outputs, _scalar, _with_activity, evolve
+from expstdp.types import ExpSTDPParams, SynapseState
+
+
+# Rows per block of the dense fallback: a block of ~1 MiB stays in cache.
+_BLOCK_ELEMENTS = 1 << 18
+
+
+def clip_weights(state: SynapseState, params: ExpSTDPParams) -> SynapseState:
+  """Puts every weight in [w_eps, w_bound - w_eps] and masked ones at 0: what
+  any evolve does, and the precondition of `evolve_events`. Call it once on a
+  state whose initial weights may lie outside that range."""
+  dtype = state.weights.dtype
+  lo, hi = _scalar(params.w_eps, dtype), _scalar(params.w_bound, dtype) - _scalar(params.w_eps, dtype)
+  W = jnp.where(state.weight_mask, jnp.clip(state.weights, lo, hi), jnp.zeros((), dtype))
+  return state._replace(weights=W)
+
+
+def _active(spikes: jax.Array, capacity: int):
+  """Indices of the neurons that spiked in any batch element, padded with an
+  out-of-range index up to `capacity`, and whether they all fit."""
+  active = jnp.any(spikes != 0, axis=0)
+  n = spikes.shape[1]
+  (index,) = jnp.nonzero(active, size=capacity, fill_value=n)
+  return index, jnp.sum(active) <= capacity
+
+
+def _check_capacity(name, value, limit):
+  if not isinstance(value, (int, np.integer)) or not 1 <= value:
+    raise ValueError(f"{name} must be a positive int (a static capacity), got {value!r}.")
+  return min(int(value), limit)
+
+
+def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, max_post: int,
+                  pre_spike=None, pre_trace=None, post_spike=None, post_trace=None,
+                  with_d_weights: bool = True) -> SynapseState:
+  """`evolve`, computing only the rows of pre-synaptic neurons that spiked and
+  the columns of post-synaptic neurons that spiked (in any batch element).
+
+  Returns the same state as `evolve` (weights to rounding, d_weights equal)
+  provided that every weight already lies in [w_eps, w_bound - w_eps] or is
+  masked to 0 (true after any evolve; `clip_weights` makes it true), that
+  spikes and traces are finite. Weights outside the active rows and columns
+  are not read or written. With tau_w > 0 the decay touches every weight,
+  so the dense evolve runs.
+
+  Args:
+    max_pre: static; at most this many active pre-synaptic neurons are
+      handled event by event.
+    max_post: static; the same for post-synaptic neurons. If either is
+      exceeded, the dense `evolve` runs (exact, at dense cost).
+    with_d_weights: static, as in `evolve`. Storing d_weights zeroes an
+      (N, M) buffer every call; False skips it and keeps the cost
+      proportional to the number of spikes.
+  """
+  state = _with_activity(state, params, pre_spike=pre_spike, pre_trace=pre_trace,
+                         post_spike=post_spike, post_trace=post_trace)
+  n_pre, n_post = state.weights.shape
+  max_pre = _check_capacity("max_pre", max_pre, n_pre)
+  max_post = _check_capacity("max_post", max_post, n_post)
+  pre_active = jnp.any(state.pre_spike != 0, axis=0)
+  post_active = jnp.any(state.post_spike != 0, axis=0)
+  decays = _scalar(params.tau_w, state.weights.dtype) != 0
+  dense = (jnp.sum(pre_active) > max_pre) | (jnp.sum(post_active) > max_post) | decays
+  W, mask, eta = state.weights, state.weight_mask, state.eta
+  D = jnp.zeros_like(W) if with_d_weights else None
+  full_mask = mask.shape != (1, 1)
+
+  # The dense fallback is a loop over blocks of rows, of 0 trips unless needed.
+  # Not a lax.cond, nor one dense step in a loop: XLA:CPU then allocates a
+  # fresh W-sized buffer every call (~1 ms at 784 x 6400, as much as the
+  # event-driven work itself), while a loop of small blocks updates W in place.
+  block = max(1, min(n_pre, _BLOCK_ELEMENTS // n_post))
+  n_blocks = -(-n_pre // block)
+
+  def dense_block(b, carry):
+    W, D = carry
+    start = b * block  # the last block may start earlier: rows before `start` are done
+    take = lambda x: jax.lax.dynamic_slice_in_dim(x, start, block, axis=x.ndim - 1)
+    w = jax.lax.dynamic_slice_in_dim(W, start, block, axis=0)
+    dW = _dW(params, w, take(state.pre_spike), take(state.pre_trace), state.post_spike,
+             state.post_trace)
+    m = jax.lax.dynamic_slice_in_dim(mask, start, block, axis=0) if full_mask else mask
+    first = jnp.minimum(start, n_pre - block)
+    todo = (first + jnp.arange(block) >= start)[:, None]
+    W = jax.lax.dynamic_update_slice_in_dim(
+        W, jnp.where(todo, _apply_dW(params, w, dW, eta, m), w), start, axis=0)
+    if D is not None:
+      d = jax.lax.dynamic_slice_in_dim(D, start, block, axis=0)
+      D = jax.lax.dynamic_update_slice_in_dim(D, jnp.where(todo, dW, d), start, axis=0)
+    return W, D
+
+  W, D = jax.lax.fori_loop(0, jnp.where(dense, n_blocks, 0), dense_block, (W, D))
+
+  # Columns, one active column per trip: a column of a row-major W is strided,
+  # and slicing it in a loop whose trip count is the number of active columns
+  # is cheaper than XLA:CPU's gather and scatter (~4 ns per element).
+  (cols,) = jnp.nonzero(post_active, size=max_post, fill_value=0)
+
+  def column(k, carry):
+    W, D = carry
+    j = cols[k]
+    take = lambda x: jax.lax.dynamic_slice_in_dim(x, j, 1, axis=1)
+    w = take(W)
+    dW = _dW(params, w, state.pre_spike, state.pre_trace, take(state.post_spike),
+             take(state.post_trace))
+    W = jax.lax.dynamic_update_slice_in_dim(
+        W, _apply_dW(params, w, dW, eta, take(mask) if full_mask else mask), j, axis=1)
+    if D is not None:
+      D = jax.lax.dynamic_update_slice_in_dim(D, dW, j, axis=1)
+    return W, D
+
+  n_cols = jnp.where(dense, 0, jnp.sum(post_active))
+  W, D = jax.lax.fori_loop(0, n_cols, column, (W, D))
+
+  # Then the active rows, gathered from the updated W. The entries of active
+  # columns are done, so their dW is zeroed here (the clip leaves them as they
+  # are) rather than applied twice. After a dense fallback no row is taken.
+  (rows,) = jnp.nonzero(pre_active & ~dense, size=max_pre, fill_value=n_pre)
+  get = dict(mode="fill", fill_value=0)
+  W_rows = W.at[rows].get(**get)
+  dW_rows = _dW(params, W_rows, state.pre_spike.at[:, rows].get(**get),
+                state.pre_trace.at[:, rows].get(**get), state.post_spike, state.post_trace)
+  dW_rows = jnp.where(post_active, jnp.zeros((), W.dtype), dW_rows)
+  mask_rows = mask.at[rows].get(mode="fill", fill_value=False) if full_mask else mask
+  scatter = dict(mode="drop", unique_indices=True, indices_are_sorted=True)
+  W = W.at[rows].set(_apply_dW(params, W_rows, dW_rows, eta, mask_rows), **scatter)
+  if D is None:
+    return state._replace(weights=W)
+  D = D.at[rows].set(jnp.where(post_active, D.at[rows].get(**get), dW_rows), **scatter)
+  return state._replace(weights=W, d_weights=D)
+
+
+def forward_events(state: SynapseState, params: ExpSTDPParams, inputs=None, *,
+                   max_active: int) -> SynapseState:
+  """`forward` reading only the rows of W whose input is non-zero in some
+  batch element: for spike inputs, cost grows with the number of spikes.
+
+  Equal to `forward` up to the order of the sum. Exact dense fallback when
+  more than `max_active` (static) inputs are non-zero.
+  """
+  state = _with_activity(state, params, inputs=inputs)
+  max_active = _check_capacity("max_active", max_active, state.weights.shape[0])
+  rows, fits = _active(state.inputs, max_active)
+
+  def sparse(W, x):
+    x_rows = x.at[:, rows].get(mode="fill", fill_value=0)
+    return _outputs(params, W.at[rows].get(mode="fill", fill_value=0), x_rows, state.biases)
+
+  def dense(W, x):
+    return _outputs(params, W, x, state.biases)
+
+  return state._replace(outputs=jax.lax.cond(fits, sparse, dense, state.weights, state.inputs))

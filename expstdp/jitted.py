@@ -1,0 +1,38 @@
+"""Jitted entry points that update the weights in place: the fast path for
+calls from Python, one step at a time.
+
+Each donates `state.weights` and `state.d_weights` to XLA, which then writes
+the new W (and dW) into the same buffers instead of allocating fresh (N, M)
+arrays every call; at large sizes that allocation costs more than the
+arithmetic. Those two arrays of the state passed in are consumed: use the
+returned state. Inside your own `jit` or `scan`, call the plain `expstdp`
+functions: there XLA already updates the carry in place.
+"""
+
+import functools
+
+import jax
+
+from expstdp import events, synapse
+
+
+def _in_place(fn, static_argnames=()):
+  def split(weights, d_weights, rest, *args, **kwargs):
+    return fn(rest._replace(weights=weights, d_weights=d_weights), *args, **kwargs)
+
+  # keep_unused: d_weights is not read when it is overwritten, and jit would
+  # otherwise prune it and silently drop its donation.
+  split = jax.jit(split, donate_argnums=(0, 1), keep_unused=True, static_argnames=static_argnames)
+
+  @functools.wraps(fn)
+  def call(state, *args, **kwargs):
+    rest = state._replace(weights=None, d_weights=None)
+    return split(state.weights, state.d_weights, rest, *args, **kwargs)
+
+  return call
+
+
+forward = _in_place(synapse.forward)
+evolve = _in_place(synapse.evolve, "with_d_weights")
+forward_events = _in_place(events.forward_events, "max_active")
+evolve_events = _in_place(events.evolve_events, ("max_pre", "max_post", "with_d_weights"))

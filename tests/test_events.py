@@ -1,0 +1,112 @@
+"""The event-driven functions return what the dense ones return."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import expstdp
+from expstdp import events
+
+N, M = 23, 17
+PARAMS = expstdp.ExpSTDPParams(A_plus=1.0, A_minus=0.6, exp_beta=2.0, pretrace_target=0.2)
+
+dense_evolve = jax.jit(expstdp.evolve, static_argnames="with_d_weights")
+event_evolve = jax.jit(expstdp.evolve_events, static_argnames=("max_pre", "max_post", "with_d_weights"))
+
+
+def _case(seed, batch, rate, p_conn):
+  rng = np.random.default_rng(seed)
+  state = expstdp.init(jax.random.PRNGKey(seed % 1000), (N, M), batch_size=batch, p_conn=p_conn,
+                       eta=float(rng.uniform(0.1, 2.0)))
+  act = dict(
+      pre_spike=(rng.uniform(size=(batch, N)) < rate).astype(np.float32),
+      post_spike=(rng.uniform(size=(batch, M)) < rate).astype(np.float32),
+      pre_trace=rng.uniform(0, 1.5, (batch, N)).astype(np.float32),
+      post_trace=rng.uniform(0, 1.5, (batch, M)).astype(np.float32),
+  )
+  return expstdp.clip_weights(state, PARAMS), act
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), batch=st.sampled_from([1, 3]), rate=st.sampled_from([0.0, 0.05, 0.2, 1.0]),
+       p_conn=st.sampled_from([1.0, 0.6]), tau_w=st.sampled_from([0.0, 10.0]),
+       capacity=st.sampled_from([1, 4, 64]))
+def test_evolve_events_equals_evolve(seed, batch, rate, p_conn, tau_w, capacity):
+  """Also when the capacity overflows (dense fallback) and with tau_w > 0."""
+  state, act = _case(seed, batch, rate, p_conn)
+  params = PARAMS._replace(tau_w=tau_w)
+  expected = dense_evolve(state, params, **act)
+  got = event_evolve(state, params, max_pre=capacity, max_post=capacity, **act)
+  np.testing.assert_allclose(got.weights, expected.weights, rtol=0, atol=1e-6)
+  np.testing.assert_array_equal(got.d_weights, expected.d_weights)
+  np.testing.assert_array_equal(got.pre_spike, act["pre_spike"])
+  without = event_evolve(state, params, max_pre=capacity, max_post=capacity, with_d_weights=False, **act)
+  np.testing.assert_array_equal(without.weights, got.weights)
+  np.testing.assert_array_equal(without.d_weights, state.d_weights)
+
+
+def test_dense_fallback_in_blocks_that_do_not_divide_the_rows(monkeypatch):
+  monkeypatch.setattr(events, "_BLOCK_ELEMENTS", 7 * M)  # blocks of 7 rows for 23 rows
+  state, act = _case(5, 2, 0.5, 0.7)
+  expected = expstdp.evolve(state, PARAMS, **act)
+  got = expstdp.evolve_events(state, PARAMS, max_pre=1, max_post=1, **act)
+  np.testing.assert_allclose(got.weights, expected.weights, rtol=0, atol=1e-6)
+  np.testing.assert_allclose(got.d_weights, expected.d_weights, rtol=0, atol=1e-6)
+
+
+def test_events_touch_only_active_rows_and_columns():
+  state, act = _case(1, 1, 0.1, 1.0)
+  # Weights outside the range would be clipped by a dense evolve; the event
+  # path does not read them (hence the precondition and clip_weights).
+  state = state._replace(weights=state.weights.at[:, :].set(5.0))
+  got = np.asarray(expstdp.evolve_events(state, PARAMS, max_pre=N, max_post=M, **act).weights)
+  idle = ~(act["pre_spike"].any(0)[:, None] | act["post_spike"].any(0)[None, :])
+  assert idle.any() and (~idle).any()
+  assert np.all(got[idle] == 5.0)
+  assert np.all((got[~idle] >= np.float32(0.01)) & (got[~idle] <= np.float32(0.99)))
+
+
+def test_forward_events_equals_forward():
+  fwd = jax.jit(expstdp.forward_events, static_argnames="max_active")
+  for seed, rate in enumerate([0.0, 0.05, 0.3, 1.0]):
+    state, act = _case(seed, 2, rate, 0.8)
+    inputs = act["pre_spike"] * np.float32(0.7)
+    expected = expstdp.forward(state, PARAMS, inputs).outputs
+    for capacity in (1, 4, N):
+      got = fwd(state, PARAMS, inputs, max_active=capacity)
+      np.testing.assert_allclose(got.outputs, expected, rtol=1e-6, atol=1e-6)
+      np.testing.assert_array_equal(got.inputs, inputs)
+
+
+def test_capacities_are_checked():
+  state, act = _case(0, 1, 0.1, 1.0)
+  with pytest.raises(ValueError, match="max_pre must be a positive int"):
+    expstdp.evolve_events(state, PARAMS, max_pre=0, max_post=3)
+  with pytest.raises(ValueError, match="max_active must be a positive int"):
+    expstdp.forward_events(state, PARAMS, max_active=2.5)
+
+
+def test_clip_weights_is_what_evolve_does_without_spikes():
+  state = expstdp.init(jax.random.PRNGKey(0), (N, M), p_conn=0.5,
+                       weight_init=expstdp.initializers.uniform(-1.0, 2.0), eta=0.0)
+  np.testing.assert_array_equal(expstdp.clip_weights(state, PARAMS).weights,
+                                expstdp.evolve(state, PARAMS).weights)
+
+
+def test_jitted_entry_points_update_in_place_and_match():
+  state, act = _case(2, 1, 0.1, 1.0)
+  act = {k: jnp.asarray(v) for k, v in act.items()}
+  expected = dense_evolve(state, PARAMS, **act)
+  copy = jax.tree.map(jnp.copy, state)
+  got = expstdp.jitted.evolve(copy, PARAMS, **act)
+  np.testing.assert_array_equal(got.weights, expected.weights)
+  assert copy.weights.is_deleted() and copy.d_weights.is_deleted()
+  assert not copy.pre_spike.is_deleted()  # only W and dW are donated
+  copy = jax.tree.map(jnp.copy, state)
+  got = expstdp.jitted.evolve_events(copy, PARAMS, max_pre=8, max_post=8, **act)
+  np.testing.assert_array_equal(got.weights, expected.weights)
+  got = expstdp.jitted.forward(got, PARAMS, act["pre_spike"])
+  got = expstdp.jitted.forward_events(got, PARAMS, act["pre_spike"], max_active=4)
+  np.testing.assert_allclose(got.outputs, act["pre_spike"] @ expected.weights, rtol=1e-6)

@@ -1,0 +1,413 @@
+"""The expstdp benchmark suite: every performance target of the project,
+measured as ratios side by side in one process.
+
+  python benchmarks/run.py [--quick] [--json results/bench.json] [--plot results/bench.png]
+
+Sections: the machine's own ceilings (in-place copy, exp throughput); dense
+evolve at 4096 x 4096 against a line-by-line transcription of ngclearn's code
+and against the exp floor; event-driven evolve at 784 x 6400 and its scaling
+with synapse count and spike rate; a whole synapse step in lax.scan against
+ngclearn 3.1.1 itself (where installed) and the transcription; 256 vmapped
+populations against a loop of jitted calls; peak memory of a donated evolve.
+"""
+
+import argparse
+import functools
+import json
+import os
+import pathlib
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import expstdp  # noqa: E402
+import reference_transcription as ref  # noqa: E402
+from harness import NOISY, measure, stateful  # noqa: E402
+
+HP = dict(A_plus=1.0, A_minus=0.5, exp_beta=2.0, pretrace_target=0.1)
+PARAMS = expstdp.ExpSTDPParams(**HP)
+REF_HP = dict(A_plus=1.0, A_minus=0.5, exp_beta=2.0, x_tar=0.1)
+
+
+def activity(rng, batch, n_pre, n_post, rate):
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
+  return dict(pre_spike=f32(rng.uniform(size=(batch, n_pre)) < rate),
+              pre_trace=f32(rng.uniform(size=(batch, n_pre))),
+              post_spike=f32(rng.uniform(size=(batch, n_post)) < rate),
+              post_trace=f32(rng.uniform(size=(batch, n_post))))
+
+
+def new_state(shape, batch, rng, rate):
+  state = expstdp.init(jax.random.PRNGKey(0), shape, batch_size=batch)
+  return expstdp.clip_weights(state, PARAMS)._replace(**activity(rng, batch, *shape, rate))
+
+
+def rows_for(results, section, shape, batch, weights, reference=None, floor=None):
+  rows = []
+  for name, r in results.items():
+    t = r["median_s"]
+    rows.append(dict(section=section, variant=name, shape=list(shape), batch=batch,
+                     median_ms=t * 1e3, ns_per_weight=t * 1e9 / weights, iqr_rel=r["iqr_rel"],
+                     noisy=r["iqr_rel"] > NOISY, calls=r["n"],
+                     vs_reference=(results[reference]["median_s"] / t) if reference else None,
+                     vs_exp_floor=(t / floor) if floor else None))
+  return rows
+
+
+def ceilings(n, reps):
+  """In-place copy bandwidth and exp throughput over an n x n float32 matrix."""
+  W = jnp.asarray(np.random.default_rng(0).uniform(0.1, 0.9, (n, n)), jnp.float32)
+  add = jax.jit(lambda W: W + 1e-7, donate_argnums=0)
+  exp = jax.jit(lambda W, beta: jnp.exp(-beta * W), donate_argnums=0)
+  res = measure({"ceiling: in-place copy (W + c)": stateful(add, W),
+                 "ceiling: in-place exp(-beta W)": stateful(lambda W: exp(W, 1e-9), jnp.copy(W))},
+                rounds=reps, calls=5)
+  copy_s = res["ceiling: in-place copy (W + c)"]["median_s"]
+  exp_s = res["ceiling: in-place exp(-beta W)"]["median_s"]
+  info = dict(copy_GB_per_s=2 * W.nbytes / copy_s / 1e9, exp_Gelem_per_s=W.size / exp_s / 1e9)
+  return res, exp_s, info
+
+
+def dense(n, reps, rng):
+  shape, weights = (n, n), n * n
+  ceiling, _, info = ceilings(n, reps)
+  state = new_state(shape, 1, rng, 0.05)
+  floor = jax.jit(lambda W, beta: jnp.exp(-beta * W), donate_argnums=0)
+  transcription = jax.jit(functools.partial(ref.evolve, **REF_HP))
+  ref_args = (state.weights, state.eta, state.weight_mask, state.pre_spike, state.pre_trace,
+              state.post_spike, state.post_trace)
+  plain = jax.jit(expstdp.evolve)
+  # The floor runs interleaved with the variants, so that its ratio to them
+  # is not skewed by the machine's load changing between measurements.
+  res = measure({
+      "in-place exp(-beta W) [floor]": stateful(lambda W: floor(W, 1e-9), jnp.copy(state.weights)),
+      "reference transcription (jit)": lambda: transcription(*ref_args),
+      "expstdp.evolve (jit, not donated)": lambda: plain(state, PARAMS),
+      "expstdp.jitted.evolve": stateful(lambda s: expstdp.jitted.evolve(s, PARAMS),
+                                        jax.tree.map(jnp.copy, state)),
+      "expstdp.jitted.evolve, no d_weights": stateful(
+          lambda s: expstdp.jitted.evolve(s, PARAMS, with_d_weights=False),
+          jax.tree.map(jnp.copy, state)),
+  }, rounds=reps, calls=5)
+  rows = rows_for({**ceiling, **res}, "dense evolve", shape, 1, weights,
+                  reference="reference transcription (jit)",
+                  floor=res["in-place exp(-beta W) [floor]"]["median_s"])
+  return rows, info
+
+
+def capacity(n, rate):
+  """Room for the active neurons of a step: 6 standard deviations above the
+  mean count, so the dense fallback practically never runs."""
+  mean = rate * n
+  return int(np.ceil(mean + 6 * np.sqrt(mean) + 4))
+
+
+def events(n_pre, n_post, rate, reps, rng):
+  shape = (n_pre, n_post)
+  acts = [activity(rng, 1, n_pre, n_post, rate) for _ in range(16)]
+  max_pre, max_post = capacity(n_pre, rate), capacity(n_post, rate)
+
+  def cycle(fn, **kw):
+    i = [0]
+
+    def step(s):
+      i[0] += 1
+      return fn(s, PARAMS, **acts[i[0] % len(acts)], **kw)
+    return stateful(step, new_state(shape, 1, rng, rate))
+
+  res = measure({
+      "dense: jitted.evolve": cycle(expstdp.jitted.evolve),
+      "dense: jitted.evolve, no d_weights": cycle(expstdp.jitted.evolve, with_d_weights=False),
+      "events: jitted.evolve_events": cycle(expstdp.jitted.evolve_events, max_pre=max_pre,
+                                            max_post=max_post),
+      "events: jitted.evolve_events, no d_weights": cycle(
+          expstdp.jitted.evolve_events, max_pre=max_pre, max_post=max_post, with_d_weights=False),
+  }, rounds=reps, calls=5)
+  rows = rows_for(res, f"event-driven evolve, {rate:.1%} spikes", shape, 1, n_pre * n_post,
+                  reference="dense: jitted.evolve")
+  for row in rows:
+    row.update(rate=rate, max_pre=max_pre, max_post=max_post)
+  return rows
+
+
+def forward_events(n_pre, n_post, rate, reps, rng):
+  shape = (n_pre, n_post)
+  acts = [activity(rng, 1, n_pre, n_post, rate)["pre_spike"] for _ in range(16)]
+  max_active = capacity(n_pre, rate)
+
+  def cycle(fn, **kw):
+    i = [0]
+
+    def step(s):
+      i[0] += 1
+      return fn(s, PARAMS, acts[i[0] % len(acts)], **kw)
+    return stateful(step, new_state(shape, 1, rng, rate))
+
+  res = measure({"dense: jitted.forward": cycle(expstdp.jitted.forward),
+                 "events: jitted.forward_events": cycle(expstdp.jitted.forward_events,
+                                                        max_active=max_active)},
+                rounds=reps, calls=5)
+  return rows_for(res, f"event-driven forward, {rate:.1%} spikes", shape, 1, n_pre * n_post,
+                  reference="dense: jitted.forward")
+
+
+def scan_step(T, reps, rng, rate=0.05, shape=(784, 100)):
+  n_pre, n_post = shape
+  seq = [activity(rng, 1, n_pre, n_post, rate) for _ in range(T)]
+  seq = jax.tree.map(lambda *x: jnp.stack(x), *seq)
+  state = new_state(shape, 1, rng, rate)
+
+  @jax.jit
+  def ours(state):
+    def body(s, a):
+      s = expstdp.forward(s, PARAMS, a["pre_spike"])
+      return expstdp.evolve(s, PARAMS, with_d_weights=False, **a), None
+    return jax.lax.scan(body, state, seq)[0]
+
+  cap = dict(max_pre=capacity(n_pre, rate), max_post=capacity(n_post, rate))
+
+  @jax.jit
+  def ours_events(state):
+    def body(s, a):
+      s = expstdp.forward_events(s, PARAMS, a["pre_spike"], max_active=cap["max_pre"])
+      return expstdp.evolve_events(s, PARAMS, with_d_weights=False, **cap, **a), None
+    return jax.lax.scan(body, state, seq)[0]
+
+  @jax.jit
+  def transcription(carry):
+    def body(c, a):
+      W, dW = c
+      out = ref.advance_state(W, a["pre_spike"])
+      W, dW = ref.evolve(W, 1.0, jnp.ones((1, 1)), a["pre_spike"], a["pre_trace"],
+                         a["post_spike"], a["post_trace"], **REF_HP)
+      return (W, dW), out
+    return jax.lax.scan(body, carry, seq)[0]
+
+  variants = {
+      "seed transcription in lax.scan": stateful(transcription, (state.weights, state.d_weights)),
+      "expstdp forward+evolve in lax.scan": stateful(ours, state),
+      "expstdp forward_events+evolve_events in lax.scan": stateful(ours_events, state),
+  }
+  ngc = ngclearn_step(shape, seq, T)
+  if ngc is None:
+    print("  ngclearn 3.1.1 not installed: its row is skipped (pip install -e '.[test]')")
+  else:
+    variants["ngclearn 3.1.1 MethodProcess, .set() per step"] = ngc
+  res = measure(variants, rounds=reps, calls=2, warmup=1)
+  res = {k: dict(v, median_s=v["median_s"] / T) for k, v in res.items()}  # per step
+  reference = ("ngclearn 3.1.1 MethodProcess, .set() per step" if ngc else
+               "seed transcription in lax.scan")
+  rows = rows_for(res, "synapse step (forward + evolve), per step", shape, 1, n_pre * n_post,
+                  reference=reference)
+  for row in rows:
+    row["vs_transcription"] = (res["seed transcription in lax.scan"]["median_s"]
+                               / res[row["variant"]]["median_s"])
+  return rows
+
+
+def ngclearn_step(shape, seq, T):
+  try:
+    from ngclearn import Context, MethodProcess
+    from ngclearn.components.synapses.hebbian.expSTDPSynapse import ExpSTDPSynapse
+  except ImportError:
+    return None
+  with Context("bench"):
+    syn = ExpSTDPSynapse("W", shape, key=jax.random.PRNGKey(0), **{
+        "A_plus": HP["A_plus"], "A_minus": HP["A_minus"], "exp_beta": HP["exp_beta"],
+        "pretrace_target": HP["pretrace_target"]})
+    process = MethodProcess("p") >> syn.advance_state >> syn.evolve
+  steps = [jax.tree.map(lambda x: x[t], seq) for t in range(T)]
+
+  def run_T():
+    for a in steps:  # as ngclearn's own tests feed a component, one step at a time
+      syn.inputs.set(a["pre_spike"])
+      syn.preSpike.set(a["pre_spike"])
+      syn.preTrace.set(a["pre_trace"])
+      syn.postSpike.set(a["post_spike"])
+      syn.postTrace.set(a["post_trace"])
+      process.run()
+    return syn.weights.get()
+  return run_T
+
+
+def populations(P, n, reps, rng):
+  shape = (n, n)
+  states = [new_state(shape, 1, rng, 0.05) for _ in range(P)]
+  stacked = jax.tree.map(lambda *x: jnp.stack(x), *states)
+  one = jax.jit(lambda s: expstdp.evolve(s, PARAMS), donate_argnums=0)
+  many = jax.jit(jax.vmap(lambda s: expstdp.evolve(s, PARAMS)), donate_argnums=0)
+
+  def loop(states):
+    return [one(s) for s in states]
+
+  res = measure({"loop of jitted calls": stateful(loop, states),
+                 "one vmapped call": stateful(many, stacked)}, rounds=reps, calls=3)
+  return rows_for(res, f"{P} populations, evolve", shape, 1, P * n * n,
+                  reference="loop of jitted calls")
+
+
+MEMORY_PROBE = """
+import resource, jax, jax.numpy as jnp, numpy as np, expstdp
+n = {n}
+p = expstdp.ExpSTDPParams(A_plus=1.0, A_minus=0.5, exp_beta=2.0, pretrace_target=0.1)
+s = expstdp.init(jax.random.PRNGKey(0), (n, n))
+s = s._replace(pre_spike=s.pre_spike.at[0, ::20].set(1.0), post_spike=s.post_spike.at[0, ::20].set(1.0))
+jax.block_until_ready(s)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for _ in range(5):
+  s = expstdp.jitted.evolve(s, p)
+jax.block_until_ready(s)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(before * 1024, after * 1024)
+"""
+
+
+def memory(n):
+  """Peak RSS growth over 5 donated evolves, in a fresh process (ru_maxrss
+  never decreases, so it must not be shared with the other benchmarks)."""
+  out = subprocess.run([sys.executable, "-c", MEMORY_PROBE.format(n=n)], capture_output=True,
+                       text=True, check=True).stdout.split()
+  before, after = int(out[0]), int(out[1])
+  w_bytes = n * n * 4
+  compiled = jax.jit(expstdp.evolve, donate_argnums=0, keep_unused=True).lower(
+      expstdp.init(jax.random.PRNGKey(0), (n, n)), PARAMS).compile().memory_analysis()
+  return dict(shape=[n, n], W_MiB=w_bytes / 2**20, peak_rss_before_MiB=before / 2**20,
+              peak_rss_after_MiB=after / 2**20, growth_in_W=(after - before) / w_bytes,
+              xla_temp_MiB=compiled.temp_size_in_bytes / 2**20)
+
+
+def summarize(rows, mem):
+  """Each target of issue 5 as a measured ratio and whether it is met."""
+  def t(section, variant):
+    return next(r["median_ms"] for r in rows if r["section"] == section and r["variant"] == variant)
+  d, e = "dense evolve", "event-driven evolve, 2.0% spikes"
+  s, p = "synapse step (forward + evolve), per step", "256 populations, evolve"
+  ref, fast = t(d, "reference transcription (jit)"), t(d, "expstdp.jitted.evolve, no d_weights")
+  out = [
+      ("dense evolve vs transcription (>= 4x), no d_weights", ref / fast, 4.0, True),
+      ("dense evolve vs transcription (>= 4x), with d_weights", ref / t(d, "expstdp.jitted.evolve"), 4.0, True),
+      ("dense evolve / exp floor (<= 1.6), no d_weights", fast / t(d, "in-place exp(-beta W) [floor]"), 1.6, False),
+      ("events vs dense at 2% spikes (>= 10x), no d_weights",
+       t(e, "dense: jitted.evolve, no d_weights") / t(e, "events: jitted.evolve_events, no d_weights"), 10.0, True),
+      ("events vs dense at 2% spikes (>= 10x), with d_weights",
+       t(e, "dense: jitted.evolve") / t(e, "events: jitted.evolve_events"), 10.0, True),
+      ("vmapped populations vs loop (>= 2x)", t(p, "loop of jitted calls") / t(p, "one vmapped call"), 2.0, True),
+      ("peak RSS growth of a donated evolve, in units of W (< 4)", mem["growth_in_W"], 4.0, False),
+  ]
+  ngc = "ngclearn 3.1.1 MethodProcess, .set() per step"
+  for variant in ("expstdp forward+evolve in lax.scan", "expstdp forward_events+evolve_events in lax.scan"):
+    if any(r["variant"] == ngc for r in rows):
+      out.append((f"{variant} vs ngclearn (>= 20x)", t(s, ngc) / t(s, variant), 20.0, True))
+    out.append((f"{variant} vs transcription in scan (>= 2x)",
+                t(s, "seed transcription in lax.scan") / t(s, variant), 2.0, True))
+  return [dict(target=name, measured=v, bound=b, met=(v >= b) if higher else (v <= b))
+          for name, v, b, higher in out]
+
+
+def plot(rows, path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+  variants = (("dense: jitted.evolve, no d_weights", "o-", "dense evolve"),
+              ("events: jitted.evolve_events, no d_weights", "s-", "event-driven evolve"))
+  for ax, prefix, x_of, xlabel in (
+      (left, "scaling", lambda r: r["shape"][0] * r["shape"][1],
+       "synapses N x M (N = 784, 2% spikes, batch 1)"),
+      (right, "rate", lambda r: r["rate"] * 100, "spike probability per step, % ({})".format(
+          next(("x".join(map(str, r["shape"])) for r in rows if r["section"].startswith("rate")),
+               "")))):
+    for variant, style, label in variants:
+      pts = sorted((x_of(r), r["median_ms"]) for r in rows
+                   if r["section"].startswith(prefix) and r["variant"] == variant)
+      if pts:
+        ax.loglog(*zip(*pts), style, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("time per evolve (ms)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+  fig.suptitle(f"expstdp evolve, float32, {platform.processor() or platform.machine()}, "
+               f"{os.cpu_count()} CPUs")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
+def table(rows):
+  print(f"{'section':44s} {'variant':52s} {'shape':>11s} {'median ms':>10s} {'ns/weight':>9s} "
+        f"{'x ref':>7s} {'x floor':>7s}")
+  for r in rows:
+    fmt = lambda v, spec: format(v, spec) if v is not None else ""
+    flag = "  NOISY" if r["noisy"] else ""
+    print(f"{r['section'][:44]:44s} {r['variant'][:52]:52s} {'x'.join(map(str, r['shape'])):>11s} "
+          f"{r['median_ms']:10.3f} {r['ns_per_weight']:9.3f} {fmt(r['vs_reference'], '7.2f'):>7s} "
+          f"{fmt(r['vs_exp_floor'], '7.2f'):>7s}{flag}")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (< 1 min)")
+  parser.add_argument("--json", default="results/bench.json")
+  parser.add_argument("--plot", default="results/bench.png")
+  args = parser.parse_args()
+  rng = np.random.default_rng(0)
+  q = args.quick
+  reps = 2 if q else 6
+  t0 = time.time()
+  rows = []
+  print("dense evolve ...", flush=True)
+  dense_rows, ceiling = dense(1024 if q else 4096, reps, rng)
+  rows += dense_rows
+  print("event-driven evolve ...", flush=True)
+  rows += events(784, 1600 if q else 6400, 0.02, reps, rng)
+  rows += forward_events(784, 1600 if q else 6400, 0.02, reps, rng)
+  for m in ((400, 1600) if q else (400, 1600, 6400, 25600)):
+    for r in events(784, m, 0.02, max(2, reps // 2), rng):
+      rows.append(dict(r, section="scaling: " + r["section"]))
+  for rate in ((0.01, 0.05) if q else (0.005, 0.01, 0.05, 0.1)):
+    for r in events(784, 1600 if q else 6400, rate, max(2, reps // 2), rng):
+      rows.append(dict(r, section="rate: " + r["section"]))
+  print("synapse step in lax.scan ...", flush=True)
+  rows += scan_step(50 if q else 200, reps, rng)
+  print("vmapped populations ...", flush=True)
+  rows += populations(256, 128, reps, rng)
+  print("memory ...", flush=True)
+  mem = memory(1024 if q else 4096)
+
+  print()
+  table(rows)
+  print(f"\nceilings: {ceiling['copy_GB_per_s']:.1f} GB/s in-place copy, "
+        f"{ceiling['exp_Gelem_per_s']:.2f} Gelem/s exp")
+  print(f"memory: donated evolve on {mem['shape']}: peak RSS grew {mem['growth_in_W']:.2f} x W "
+        f"({mem['W_MiB']:.0f} MiB); XLA temp {mem['xla_temp_MiB']:.1f} MiB")
+  targets = summarize(rows, mem)
+  print("\ntargets (issue 5):")
+  for t in targets:
+    print(f"  {t['target']:70s} {t['measured']:>8.2f}  {'met' if t['met'] else 'NOT met'}")
+  noisy = [r["variant"] for r in rows if r["noisy"]]
+  if noisy:
+    print(f"\nWARNING: {len(noisy)} rows had an IQR over {NOISY:.0%} of the median: the machine "
+          "was too noisy to trust those numbers; rerun.")
+  result = dict(machine=dict(platform=platform.platform(), processor=platform.processor(),
+                             cpus=os.cpu_count(), jax=jax.__version__,
+                             device=str(jax.devices()[0])),
+                quick=q, wall_s=time.time() - t0, ceilings=ceiling, memory=mem, targets=targets,
+                rows=rows)
+  for path in (args.json, args.plot):
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  pathlib.Path(args.json).write_text(json.dumps(result, indent=1))
+  try:
+    plot(rows, args.plot)
+    print(f"wrote {args.json} and {args.plot}")
+  except ImportError:
+    print(f"wrote {args.json} (no matplotlib: pip install -e '.[bench]' for the plot)")
+
+
+if __name__ == "__main__":
+  main()

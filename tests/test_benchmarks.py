@@ -1,0 +1,21 @@
+"""The benchmark suite runs end to end (speed itself is measured there, not here)."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_quick_benchmark_writes_every_target(tmp_path):
+  out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick",
+                        "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png")],
+                       capture_output=True, text=True, timeout=600, check=True).stdout
+  result = json.loads((tmp_path / "b.json").read_text())
+  assert (tmp_path / "b.png").stat().st_size > 0
+  assert len(result["targets"]) >= 9 and "targets (issue 5)" in out
+  for row in result["rows"]:
+    assert row["median_ms"] > 0 and row["calls"] > 0
+  variants = {row["variant"] for row in result["rows"]}
+  assert "ngclearn 3.1.1 MethodProcess, .set() per step" in variants

@@ -5,7 +5,7 @@ params are immutable NamedTuples; every function is pure and composes with
 `jax.jit`, `jax.vmap`, `jax.lax.scan` and `jax.grad`.
 """
 
-from expstdp import initializers, jitted
+from expstdp import initializers, jitted, sharding
 from expstdp.checked import checked
 from expstdp.events import clip_weights, evolve_events, forward_events
 from expstdp.describe import describe
@@ -30,6 +30,7 @@ __all__ = [
     "initializers",
     "jitted",
     "reset",
+    "sharding",
     "max_exponent",
     "validate_params",
 ]

@@ -144,8 +144,19 @@ def forward(state: SynapseState, params: ExpSTDPParams, inputs=None) -> SynapseS
 
 
 def _outputs(params, weights, inputs, biases):
-  outputs = jnp.matmul(inputs, weights, precision=jax.lax.Precision.HIGHEST)
+  outputs = jnp.matmul(inputs, weights, precision=jax.lax.Precision.HIGHEST,
+                       out_sharding=_explicit_outputs_sharding(inputs, weights))
   return outputs * _scalar(params.resist_scale, weights.dtype) + biases
+
+
+def _explicit_outputs_sharding(inputs, weights):
+  """Under explicit sharding, a matmul over a sharded contracting axis must be
+  told its output sharding: the batch axis as in `inputs`, the post-synaptic
+  axis as in `weights` (summed over the pre-synaptic shards). None otherwise."""
+  w, x = jax.typeof(weights).sharding, jax.typeof(inputs).sharding
+  if not getattr(w.mesh, "are_all_axes_explicit", False):
+    return None
+  return jax.sharding.NamedSharding(w.mesh, jax.sharding.PartitionSpec(x.spec[0], w.spec[1]))
 
 
 def _sum_of_outer_products(a: jax.Array, b: jax.Array) -> jax.Array:

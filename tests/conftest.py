@@ -1,4 +1,10 @@
+import os
+
 import numpy as np
+
+# tests/multidevice needs 8 simulated devices, set up before jax is imported:
+# tests/test_sharding.py runs it in a subprocess of its own.
+collect_ignore = [] if os.environ.get("EXPSTDP_MULTIDEVICE") else ["multidevice"]
 
 
 def random_activity(rng: np.random.Generator, batch: int, n_pre: int, n_post: int,

@@ -19,3 +19,14 @@ def test_quick_benchmark_writes_every_target(tmp_path):
     assert row["median_ms"] > 0 and row["calls"] > 0
   variants = {row["variant"] for row in result["rows"]}
   assert "ngclearn 3.1.1 MethodProcess, .set() per step" in variants
+
+
+def test_quick_sharding_benchmark_runs_on_8_simulated_devices(tmp_path):
+  out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sharding.py"), "--quick",
+                        "--json", str(tmp_path / "s.json")],
+                       capture_output=True, text=True, timeout=600, check=True).stdout
+  result = json.loads((tmp_path / "s.json").read_text())
+  assert len(result["devices"]) == 8 and result["simulated"]
+  layouts = [row["layout"] for row in result["rows"]]
+  assert "population-parallel, 8 devices" in layouts and "overhead" in out
+  assert all(row["us_per_step"] > 0 for row in result["rows"])

@@ -5,9 +5,10 @@ params are immutable NamedTuples; every function is pure and composes with
 `jax.jit`, `jax.vmap`, `jax.lax.scan` and `jax.grad`.
 """
 
-from expstdp import initializers, jitted, sharding
+from expstdp import initializers, jitted, sharding, traces
 from expstdp.checked import checked
 from expstdp.events import clip_weights, evolve_events, forward_events
+from expstdp.io import load, save
 from expstdp.describe import describe
 from expstdp.synapse import compute_dW, evolve, forward, init, reset
 from expstdp.types import ExpSTDPParams, SynapseState
@@ -29,8 +30,11 @@ __all__ = [
     "init",
     "initializers",
     "jitted",
+    "load",
     "reset",
+    "save",
     "sharding",
+    "traces",
     "max_exponent",
     "validate_params",
 ]

@@ -1,0 +1,85 @@
+"""Saving and loading trained synapses: a versioned `.npz` with nothing pickled."""
+
+import json
+import os
+import zipfile
+
+import jax.numpy as jnp
+import numpy as np
+
+from expstdp.types import ExpSTDPParams, SynapseState
+from expstdp.validation import check_state, validate_params
+
+FORMAT = "expstdp.synapse"
+VERSION = 1
+_META = "__expstdp__"
+
+
+def _to_numpy(x):
+  x = np.asarray(x)
+  # bfloat16 and other ml_dtypes have no portable .npy form: store the bits.
+  if x.dtype.kind == "V" or x.dtype.name == "bfloat16":
+    return x.view(np.uint16 if x.dtype.itemsize == 2 else np.uint8)
+  return x
+
+
+def save(path, state: SynapseState, params: ExpSTDPParams) -> None:
+  """Writes `state` and `params` (one synapse, or a population stacked on
+  leading axes) to `path` (`.npz` is appended by numpy if missing)."""
+  if not isinstance(state, SynapseState) or not isinstance(params, ExpSTDPParams):
+    raise TypeError("save(path, state, params) takes an expstdp.SynapseState and ExpSTDPParams.")
+  arrays, dtypes = {}, {}
+  for prefix, tree in (("state", state), ("params", params)):
+    for name, value in tree._asdict().items():
+      key = f"{prefix}.{name}"
+      value = jnp.asarray(value)
+      dtypes[key] = jnp.dtype(value.dtype).name
+      arrays[key] = _to_numpy(value)
+  meta = dict(format=FORMAT, version=VERSION, dtypes=dtypes,
+              shapes={k: list(v.shape) for k, v in arrays.items()})
+  arrays[_META] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+  np.savez(path, **arrays)
+
+
+def load(path) -> tuple[SynapseState, ExpSTDPParams]:
+  """Reads what `save` wrote; raises ValueError for a foreign, truncated or
+  inconsistent file, naming what is wrong."""
+  path = os.fspath(path)
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      files = {k: f[k] for k in f.files}
+  except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+    raise ValueError(f"{path} is not a readable expstdp file (truncated or foreign): {e}") from e
+  if _META not in files:
+    raise ValueError(f"{path} is not an expstdp file: it has no {_META} record.")
+  try:
+    meta = json.loads(files.pop(_META).tobytes().decode())
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f"{path}: its {_META} record is corrupt.") from e
+  if meta.get("format") != FORMAT:
+    raise ValueError(f"{path} holds {meta.get('format')!r}, not {FORMAT!r}.")
+  if meta.get("version") != VERSION:
+    raise ValueError(f"{path} is format version {meta.get('version')}; this expstdp reads "
+                     f"version {VERSION}.")
+  expected = [f"state.{n}" for n in SynapseState._fields] + [
+      f"params.{n}" for n in ExpSTDPParams._fields]
+  missing = [k for k in expected if k not in files]
+  if missing:
+    raise ValueError(f"{path} lacks the fields {missing}.")
+
+  def restore(key):
+    x, dtype = files[key], jnp.dtype(meta["dtypes"][key])
+    if list(x.shape) != meta["shapes"][key]:
+      raise ValueError(f"{path}: {key} has shape {x.shape}, its record says {meta['shapes'][key]}.")
+    return jnp.asarray(x.view(dtype) if x.dtype != dtype else x)
+
+  state = SynapseState(**{n: restore(f"state.{n}") for n in SynapseState._fields})
+  params = ExpSTDPParams(**{n: restore(f"params.{n}") for n in ExpSTDPParams._fields})
+  lead = state.weights.ndim - 2
+  first = lambda tree: type(tree)(*[x[(0,) * lead] if x.ndim >= lead else x for x in tree])
+  try:
+    check_state(first(state))
+    validate_params(first(params), state.weights.dtype)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{path} holds an inconsistent synapse: {e}") from e
+  return state, params

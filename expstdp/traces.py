@@ -1,0 +1,63 @@
+"""Spike traces, exactly as ngclearn's `VarTrace` computes them.
+
+  z' = gamma_tr * z * d                          d = exp(-dt / tau_tr)  ("exp")
+                                                   = 1 - dt / tau_tr    ("lin")
+                                                   = 0                  ("step")
+  then, for spikes s:
+  z' += s * (a_delta - z / n_nearest_spikes)     if n_nearest_spikes > 0 (z before decay)
+  z' += s * a_delta                              elif a_delta > 0       (additive)
+  z' = z' * (1 - s) + s * P_scale                otherwise              (set to P_scale)
+"""
+
+import jax
+import jax.numpy as jnp
+
+from expstdp.validation import check_array
+
+
+def _decay_kind(decay_type: str) -> str:
+  # As ngclearn: the type is matched by substring ("exponential" is "exp").
+  if not isinstance(decay_type, str):
+    raise TypeError(f"decay_type must be a string, got {decay_type!r}.")
+  for kind in ("exp", "lin"):
+    if kind in decay_type:
+      return kind
+  if decay_type != "step":
+    raise ValueError(f"decay_type must contain 'exp' or 'lin', or be 'step'; got {decay_type!r}.")
+  return "step"
+
+
+def update(trace: jax.Array, spikes: jax.Array, *, dt, tau_tr, a_delta=0.0, P_scale=1.0,
+           gamma_tr=1.0, decay_type: str = "exp", n_nearest_spikes: int = 0) -> jax.Array:
+  """One step of a spike trace; returns the new trace.
+
+  Args:
+    trace: (..., n) float trace z.
+    spikes: spikes s, same shape and dtype as `trace`.
+    dt, tau_tr: time step and trace time constant (traced values).
+    a_delta: increment per spike; <= 0 selects the gated "set" trace, which
+      jumps to `P_scale` at a spike (traced value).
+    P_scale: value of the gated trace at a spike (traced value).
+    gamma_tr: extra factor on the decay (traced value).
+    decay_type: static; "exp", "lin" or "step" (matched by substring, as ngclearn).
+    n_nearest_spikes: static int; k > 0 gives the k-nearest-spike trace.
+  """
+  check_array("spikes", spikes, jnp.shape(trace), jnp.result_type(trace))
+  if not isinstance(n_nearest_spikes, int) or n_nearest_spikes < 0:
+    raise ValueError(f"n_nearest_spikes must be a static int >= 0, got {n_nearest_spikes!r}.")
+  dtype = trace.dtype
+  cast = lambda x: jnp.asarray(x, dtype)
+  kind = _decay_kind(decay_type)
+  if kind == "exp":
+    decay = jnp.exp(-cast(dt / tau_tr))
+  elif kind == "lin":
+    decay = 1 - cast(dt / tau_tr)
+  else:
+    decay = cast(0.0)
+  decayed = cast(gamma_tr) * trace * decay
+  a_delta = cast(a_delta)
+  if n_nearest_spikes > 0:
+    return decayed + spikes * (a_delta - trace / n_nearest_spikes)
+  additive = decayed + spikes * a_delta
+  gated = decayed * (1 - spikes) + spikes * cast(P_scale)
+  return jnp.where(a_delta > 0, additive, gated)

@@ -1,0 +1,64 @@
+"""expstdp.traces.update against ngclearn 3.1.1's VarTrace itself."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from expstdp import traces
+
+pytest.importorskip("ngclearn")
+from ngclearn import Context, MethodProcess  # noqa: E402
+from ngclearn.components.other.varTrace import VarTrace  # noqa: E402
+
+_names = itertools.count()
+CASES = [
+    dict(tau_tr=20.0, a_delta=0.5),
+    dict(tau_tr=10.0, a_delta=0.0),
+    dict(tau_tr=10.0, a_delta=0.0, P_scale=0.7, gamma_tr=0.9),
+    dict(tau_tr=15.0, a_delta=1.0, decay_type="lin"),
+    dict(tau_tr=15.0, a_delta=0.0, decay_type="step"),
+    dict(tau_tr=8.0, a_delta=0.8, n_nearest_spikes=1),
+    dict(tau_tr=8.0, a_delta=1.0, n_nearest_spikes=3, decay_type="exponential"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_multistep_parity_with_ngclearn_vartrace(case):
+  hp, batch, n, dt = CASES[case], 2, 7, 0.5
+  with Context(f"trace{next(_names)}"):
+    ref = VarTrace("tr", n, batch_size=batch, **hp)
+    process = MethodProcess("p") >> ref.advance_state
+  kwargs = {k: v for k, v in hp.items()}
+  step = jax.jit(lambda z, s: traces.update(z, s, dt=dt, **kwargs))
+  rng = np.random.default_rng(case)
+  z = jnp.zeros((batch, n))
+  for _ in range(12):
+    s = jnp.asarray(rng.uniform(size=(batch, n)) < 0.3, jnp.float32)
+    ref.inputs.set(s)
+    process.run(dt=dt)
+    z = step(z, s)
+    np.testing.assert_allclose(z, ref.trace.get(), rtol=1e-6, atol=1e-6)
+
+
+def test_dt_and_tau_are_traced_and_a_delta_may_be():
+  update = jax.jit(traces.update, static_argnames=("decay_type", "n_nearest_spikes"))
+  z, s = jnp.full((1, 3), 0.5), jnp.asarray([[1.0, 0.0, 1.0]])
+  for dt, tau, a_delta in [(1.0, 10.0, 0.5), (0.5, 20.0, 0.0), (2.0, 5.0, 1.0)]:
+    out = update(z, s, dt=dt, tau_tr=tau, a_delta=a_delta)
+    decayed = 0.5 * np.exp(-dt / tau)
+    expected = [decayed + a_delta, decayed, decayed + a_delta] if a_delta > 0 else [1.0, decayed, 1.0]
+    np.testing.assert_allclose(out[0], expected, rtol=1e-6)
+  assert update._cache_size() == 1
+
+
+def test_bad_arguments():
+  z = jnp.zeros((1, 3))
+  with pytest.raises(ValueError, match="decay_type must contain"):
+    traces.update(z, z, dt=1.0, tau_tr=2.0, decay_type="cubic")
+  with pytest.raises(ValueError, match=r"spikes must have shape \(1, 3\)"):
+    traces.update(z, jnp.zeros((1, 4)), dt=1.0, tau_tr=2.0)
+  with pytest.raises(ValueError, match="n_nearest_spikes"):
+    traces.update(z, z, dt=1.0, tau_tr=2.0, n_nearest_spikes=-1)

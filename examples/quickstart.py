@@ -13,9 +13,10 @@ def step(params, state, key):                              # one time step of on
   pre = jax.random.bernoulli(key, 0.05, state.pre_spike.shape).astype(jnp.float32)
   state = expstdp.forward(state, params, inputs=pre)
   post = (state.outputs > 19.0).astype(jnp.float32)         # stand-in for a neuron model
+  trace = lambda x, s: expstdp.traces.update(x, s, dt=1.0, tau_tr=10.0, a_delta=1.0)
   return expstdp.evolve(state, params, pre_spike=pre, post_spike=post,
-                        pre_trace=0.9 * state.pre_trace + pre,
-                        post_trace=0.9 * state.post_trace + post), post.mean()
+                        pre_trace=trace(state.pre_trace, pre),
+                        post_trace=trace(state.post_trace, post)), post.mean()
 
 simulate = jax.jit(jax.vmap(lambda p, s, k: jax.lax.scan(lambda s, k: step(p, s, k), s, jax.random.split(k, T))))
 states, rates = simulate(params, states, jax.random.split(jax.random.key(1), P))

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from expstdp.synapse import _apply_dW, _dW, _outputs, _scalar, _with_activity, evolve
+from expstdp.synapse import _apply_dW, _dW, _outputs, _scalar, _with_activity
 from expstdp.types import ExpSTDPParams, SynapseState
 
 
@@ -27,8 +27,9 @@ def clip_weights(state: SynapseState, params: ExpSTDPParams) -> SynapseState:
   any evolve does, and the precondition of `evolve_events`. Call it once on a
   state whose initial weights may lie outside that range."""
   dtype = state.weights.dtype
-  lo, hi = _scalar(params.w_eps, dtype), _scalar(params.w_bound, dtype) - _scalar(params.w_eps, dtype)
-  W = jnp.where(state.weight_mask, jnp.clip(state.weights, lo, hi), jnp.zeros((), dtype))
+  w_eps, w_bound = _scalar(params.w_eps, dtype), _scalar(params.w_bound, dtype)
+  W = jnp.clip(state.weights, w_eps, w_bound - w_eps)
+  W = jnp.where(state.weight_mask, W, jnp.zeros((), dtype))
   return state._replace(weights=W)
 
 
@@ -55,16 +56,16 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
 
   Returns the same state as `evolve` (weights to rounding, d_weights equal)
   provided that every weight already lies in [w_eps, w_bound - w_eps] or is
-  masked to 0 (true after any evolve; `clip_weights` makes it true), that
+  masked to 0 (true after any evolve; `clip_weights` makes it true) and that
   spikes and traces are finite. Weights outside the active rows and columns
-  are not read or written. With tau_w > 0 the decay touches every weight,
-  so the dense evolve runs.
+  are neither read nor written. With tau_w > 0 the decay touches every
+  weight, so the dense computation runs.
 
   Args:
     max_pre: static; at most this many active pre-synaptic neurons are
       handled event by event.
     max_post: static; the same for post-synaptic neurons. If either is
-      exceeded, the dense `evolve` runs (exact, at dense cost).
+      exceeded, the dense computation runs (exact, at dense cost).
     with_d_weights: static, as in `evolve`. Storing d_weights zeroes an
       (N, M) buffer every call; False skips it and keeps the cost
       proportional to the number of spikes.

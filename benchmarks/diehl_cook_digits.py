@@ -1,0 +1,488 @@
+"""A Diehl & Cook (2015) style unsupervised network that learns digits with
+expstdp: Poisson-rate inputs, ExpSTDP synapses, excitatory LIF neurons with an
+adaptive threshold, lateral inhibition, traces and L1 weight normalisation.
+
+  python benchmarks/diehl_cook_digits.py                 # 100 neurons, full run
+  python benchmarks/diehl_cook_digits.py --neurons 400
+  python benchmarks/diehl_cook_digits.py --quick         # a few hundred images, < 1 min
+  python benchmarks/diehl_cook_digits.py --mnist DIR     # the four MNIST IDX files
+
+Data: scikit-learn's bundled `load_digits` (8x8, 1797 images), a fixed
+stratified split of 1297 train / 500 test. Labels are used only after
+training: each neuron takes the class it fired most for on the training set,
+and a test image gets the class whose neurons fired most (on average).
+Hyperparameters are chosen on a validation split carved out of the training
+images (all candidates trained at once, vmapped), then the chosen setting is
+retrained on the whole training split and tested once.
+"""
+
+import argparse
+import gzip
+import json
+import pathlib
+import struct
+import sys
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import expstdp  # noqa: E402
+
+
+class Neurons(NamedTuple):
+  """Hyperparameters of the excitatory layer and the input (traced values)."""
+  max_rate: jax.typing.ArrayLike = 0.25    # input spike probability per step at full intensity
+  tau_m: jax.typing.ArrayLike = 10.0       # membrane time constant, steps
+  v_thresh: jax.typing.ArrayLike = 1.0     # base threshold (rest is 0)
+  theta_plus: jax.typing.ArrayLike = 0.01  # threshold increase per spike (adaptation)
+  inhibition: jax.typing.ArrayLike = 4.0   # potential taken from every other neuron at a spike
+  tau_pre: jax.typing.ArrayLike = 20.0     # pre-synaptic trace time constant, steps
+  tau_post: jax.typing.ArrayLike = 20.0    # post-synaptic trace time constant, steps
+  norm: jax.typing.ArrayLike = 6.4         # L1 norm of each neuron's input weights
+  eta: jax.typing.ArrayLike = 0.01         # learning rate (halved every epoch)
+
+
+class Network(NamedTuple):
+  synapse: expstdp.SynapseState  # input -> excitatory, W (n_in, n_exc), batch 1
+  theta: jax.Array               # (1, n_exc) adaptive thresholds
+
+
+ETA_DECAY = 0.5      # the learning rate halves every epoch
+MIN_SPIKES = 5       # fewer excitatory spikes than this: present again, brighter
+MAX_TRIES = 3
+
+
+def new_network(key, n_in, n_exc, neurons: Neurons, stdp: expstdp.ExpSTDPParams) -> Network:
+  state = expstdp.init(key, (n_in, n_exc), weight_init=expstdp.initializers.uniform(0.0, 0.3))
+  state = expstdp.clip_weights(state, stdp)
+  return Network(normalise(state, neurons.norm), jnp.zeros((1, n_exc)))
+
+
+def normalise(state, norm):
+  W = state.weights
+  return state._replace(weights=W * (norm / jnp.sum(W, axis=0, keepdims=True)))
+
+
+def present(net: Network, neurons: Neurons, stdp, image, key, learn, steps, *, record=False):
+  """One image for `steps` (static) time steps of 1 ms; returns the network
+  and the spike counts (n_exc,). `learn` (a traced 0/1) gates plasticity and
+  adaptation."""
+  n_exc = net.theta.shape[1]
+  decay = jnp.exp(-1.0 / neurons.tau_m)
+  rates = (image * neurons.max_rate)[None, :]
+  synapse = net.synapse._replace(eta=neurons.eta * learn)
+
+  def step(carry, k):
+    syn, v, theta, x_pre, x_post = carry
+    s_in = jax.random.bernoulli(k, rates).astype(jnp.float32)
+    syn = expstdp.forward(syn, stdp, s_in)
+    v = v * decay + syn.outputs
+    margin = v - neurons.v_thresh - theta
+    # Lateral inhibition as a winner-take-all: at most one spike per step, and
+    # the winner's spike pushes every other neuron down.
+    fires = jnp.max(margin) > 0
+    s_out = (jax.nn.one_hot(jnp.argmax(margin), n_exc)[None] * fires).astype(jnp.float32)
+    v = jnp.where(s_out > 0, 0.0, v - neurons.inhibition * fires)
+    theta = theta + neurons.theta_plus * s_out
+    x_pre = expstdp.traces.update(x_pre, s_in, dt=1.0, tau_tr=neurons.tau_pre)
+    x_post = expstdp.traces.update(x_post, s_out, dt=1.0, tau_tr=neurons.tau_post)
+    syn = expstdp.evolve(syn, stdp, pre_spike=s_in, pre_trace=x_pre, post_spike=s_out,
+                         post_trace=x_post, with_d_weights=False)
+    return (syn, v, theta, x_pre, x_post), ((s_in[0], s_out[0]) if record else s_out[0])
+
+  zeros = lambda n: jnp.zeros((1, n))
+  carry = (synapse, zeros(n_exc), net.theta, zeros(rates.shape[1]), zeros(n_exc))
+  (syn, _, theta, _, _), out = jax.lax.scan(step, carry, jax.random.split(key, steps))
+  syn = syn._replace(eta=net.synapse.eta)
+  syn = jax.tree.map(lambda new, old: jnp.where(learn > 0, new, old),
+                     normalise(syn, neurons.norm), syn)
+  # Thresholds adapt within every presentation, as the neurons' own dynamics,
+  # but keep the change only while learning: testing leaves the network as
+  # it was.
+  net = Network(syn, jnp.where(learn > 0, theta, net.theta))
+  if record:
+    return net, out
+  return net, jnp.sum(out, axis=0)
+
+
+def present_until_it_spikes(net, neurons, stdp, image, key, learn, steps):
+  """Diehl & Cook's rule: an image that drives fewer than MIN_SPIKES spikes
+  is presented again at twice the intensity, up to MAX_TRIES times."""
+  def again(c):
+    return (c[3] < MAX_TRIES) & (jnp.sum(c[1]) < MIN_SPIKES)
+
+  def body(c):
+    net, _, key, tries = c
+    key, sub = jax.random.split(key)
+    net, counts = present(net, neurons, stdp, jnp.minimum(image * 2.0 ** tries, 4.0), sub, learn,
+                          steps)
+    return net, counts, key, tries + 1
+
+  counts = jnp.zeros(net.theta.shape[1])
+  net, counts, _, tries = jax.lax.while_loop(again, body, (net, counts, key, 0))
+  return net, (counts, tries)
+
+
+def run_images(net, neurons, stdp, images, keys, learn, steps):
+  """Presents `images` (n, n_in) in order inside one lax.scan; `learn` (n,)
+  is 1 to learn from an image, 0 to only record (padding images use 0).
+  Returns the network, the spike counts (n, n_exc) and presentations (n,)."""
+  def body(net, x):
+    image, key, flag = x
+    return present_until_it_spikes(net, neurons, stdp, image, key, flag, steps)
+  net, (counts, tries) = jax.lax.scan(body, net, (images, keys, learn))
+  return net, counts, tries
+
+
+CHUNK = 64  # images per compiled call, so a progress bar can move between calls
+
+
+def simulate(nets, neurons, stdp, images, key, *, learn, steps, progress=None, labels=None,
+             assignments=None):
+  """Runs every network of the leading (candidate) axis over `images`, in
+  chunks of CHUNK images per compiled call (a progress bar moves between
+  calls). Returns the networks, the spike counts (candidates, n, n_exc) and
+  the number of time steps simulated per network."""
+  n = len(images)
+  pad = (-n) % CHUNK
+  images = np.concatenate([images, np.zeros((pad, images.shape[1]), images.dtype)])
+  flags = np.concatenate([np.full(n, float(learn)), np.zeros(pad)]).astype(np.float32)
+  keys = jax.random.split(key, n + pad)
+  chunk = _compiled_chunk(steps)
+  counts, presentations = [], 0
+  for start in range(0, n + pad, CHUNK):
+    sl = slice(start, start + CHUNK)
+    nets, c, tries = chunk(nets, neurons, stdp, jnp.asarray(images[sl]), keys[sl],
+                           jnp.asarray(flags[sl]))
+    counts.append(np.asarray(c))
+    presentations += int(np.asarray(tries)[:, : max(0, min(CHUNK, n - start))].sum(axis=1).max())
+    if progress is not None:
+      done = min(start + CHUNK, n)
+      if labels is not None:
+        progress.set_postfix(accuracy_so_far=_so_far(counts, labels, assignments, done))
+      progress.update(done - progress.n)
+  return nets, np.concatenate(counts, axis=1)[:, :n], presentations * steps
+
+
+def _so_far(counts, labels, assignments, done):
+  """Accuracy over the images seen so far, per network: with the given neuron
+  assignments, or (while learning) predicting each chunk with assignments
+  made from the chunks before it."""
+  seen = np.concatenate(counts, axis=1)[:, :done]
+  accs = []
+  for i in range(seen.shape[0]):
+    if assignments is not None:
+      accs.append(np.mean(predict(seen[i], assignments[i]) == labels[:done]))
+    elif done > CHUNK:
+      a = assign(seen[i, :-CHUNK], labels[: done - CHUNK])
+      accs.append(np.mean(predict(seen[i, -CHUNK:], a) == labels[done - CHUNK: done]))
+  return " ".join(f"{a:.3f}" for a in accs) or "-"
+
+
+_CACHE = {}
+
+
+def _compiled_chunk(steps):
+  if steps not in _CACHE:
+    run = lambda net, neurons, stdp, images, keys, learn: run_images(
+        net, neurons, stdp, images, keys, learn, steps)
+    _CACHE[steps] = jax.jit(jax.vmap(run, in_axes=(0, 0, 0, None, None, None)))
+  return _CACHE[steps]
+
+
+def assign(counts, labels, n_classes=10):
+  """Each neuron's class: the one it fired most for, on average per image."""
+  per_class = np.stack([counts[labels == c].mean(axis=0) for c in range(n_classes)])
+  return np.argmax(per_class, axis=0)
+
+
+def predict(counts, assignments, n_classes=10):
+  """The class whose neurons fired most, on average per neuron."""
+  scores = np.stack([counts[:, assignments == c].mean(axis=1) if np.any(assignments == c)
+                     else np.zeros(len(counts)) for c in range(n_classes)], axis=1)
+  return np.argmax(scores, axis=1)
+
+
+def stack(trees):
+  return jax.tree.map(lambda *x: jnp.stack([jnp.asarray(v, jnp.float32) for v in x]), *trees)
+
+
+# --- data --------------------------------------------------------------------
+
+
+def load_digits_split(seed=0):
+  """scikit-learn's bundled 8x8 digits, intensities scaled to [0, 1]: a fixed
+  stratified split of 1297 train / 500 test images."""
+  from sklearn.datasets import load_digits
+  from sklearn.model_selection import train_test_split
+  digits = load_digits()
+  X, y = (digits.data / 16.0).astype(np.float32), digits.target
+  return train_test_split(X, y, test_size=500, stratify=y, random_state=seed)
+
+
+def read_idx(path):
+  """One IDX file (MNIST's format), raw or gzipped, as a numpy array."""
+  path = pathlib.Path(path)
+  opener = gzip.open if path.suffix == ".gz" else open
+  with opener(path, "rb") as f:
+    data = f.read()
+  if len(data) < 4 or data[0] != 0 or data[1] != 0:
+    raise ValueError(f"{path} is not an IDX file (bad magic number).")
+  types = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+  if data[2] not in types:
+    raise ValueError(f"{path}: unknown IDX element type {data[2]:#x}.")
+  ndim = data[3]
+  shape = struct.unpack(f">{ndim}I", data[4: 4 + 4 * ndim])
+  array = np.frombuffer(data, types[data[2]], offset=4 + 4 * ndim)
+  if array.size != int(np.prod(shape)):
+    raise ValueError(f"{path}: {array.size} values for shape {shape} (truncated?).")
+  return array.reshape(shape)
+
+
+def load_mnist(directory):
+  """The four standard MNIST files from `directory` (raw or .gz), pixels in [0, 1]."""
+  def find(name):
+    for candidate in (name, name + ".gz"):
+      if (pathlib.Path(directory) / candidate).exists():
+        return pathlib.Path(directory) / candidate
+    raise FileNotFoundError(f"{directory} has no {name} (or {name}.gz).")
+  images = lambda n: (read_idx(find(n)).reshape(-1, 784) / 255.0).astype(np.float32)
+  return (images("train-images-idx3-ubyte"), images("t10k-images-idx3-ubyte"),
+          read_idx(find("train-labels-idx1-ubyte")).astype(np.int64),
+          read_idx(find("t10k-labels-idx1-ubyte")).astype(np.int64))
+
+
+# --- hyperparameters ---------------------------------------------------------
+
+STDP = dict(A_plus=1.0, A_minus=0.1, exp_beta=2.0, pretrace_target=0.1)
+
+# The candidates compared on the validation split, all trained at once (vmap).
+DIGITS_GRID = [dict(neurons=dict(inhibition=inh), stdp=dict(pretrace_target=x_tar, exp_beta=beta))
+               for inh in (3.0, 4.0) for x_tar, beta in ((0.1, 2.0), (0.5, 1.0), (0.8, 1.0), (0.8, 2.0))]
+QUICK_GRID = DIGITS_GRID[:2]
+# 28x28 MNIST, scaled from Diehl & Cook: 350 ms presentations, 63.75 Hz at
+# full intensity, an L1 norm of 78 over 784 inputs. Not tuned here (no data).
+MNIST_GRID = [dict(neurons=dict(max_rate=0.06375, norm=78.0, theta_plus=0.05, eta=0.005,
+                                inhibition=20.0, tau_m=100.0, v_thresh=10.0),
+                   stdp=dict(pretrace_target=0.1))]
+
+
+def candidates(grid):
+  neurons = stack([Neurons(**g["neurons"]) for g in grid])
+  stdp = stack([expstdp.ExpSTDPParams(**{**STDP, **g["stdp"]}) for g in grid])
+  return neurons, stdp
+
+
+def take(tree, i):
+  return jax.tree.map(lambda x: x[i], tree)
+
+
+def networks(key, n_in, n_exc, neurons, stdp):
+  count = jax.tree.leaves(neurons)[0].shape[0]
+  return jax.vmap(lambda k, nr, sp: new_network(k, n_in, n_exc, nr, sp))(
+      jax.random.split(key, count), neurons, stdp)
+
+
+# --- the experiment ----------------------------------------------------------
+
+
+def train_and_assign(key, X, y, n_exc, neurons, stdp, epochs, steps, tqdm, label):
+  """Trains every candidate for `epochs`, then assigns labels with learning
+  off. Returns networks, assignments, seconds per epoch, simulated steps."""
+  nets = networks(key, X.shape[1], n_exc, neurons, stdp)
+  epoch_s, sim_steps = [], 0
+  for epoch in range(epochs):
+    start = time.time()
+    # eta is a traced value: annealing it changes nothing that was compiled.
+    annealed = neurons._replace(eta=neurons.eta * ETA_DECAY ** epoch)
+    with tqdm(total=len(X), desc=f"{label} epoch {epoch + 1}/{epochs}", unit="img") as bar:
+      nets, _, n = simulate(nets, annealed, stdp, X, jax.random.fold_in(key, epoch), learn=True,
+                            steps=steps, progress=bar, labels=y)
+    epoch_s.append(time.time() - start)
+    sim_steps += n
+  with tqdm(total=len(X), desc=f"{label} label assignment", unit="img") as bar:
+    _, counts, n = simulate(nets, neurons, stdp, X, jax.random.fold_in(key, 1000), learn=False,
+                            steps=steps, progress=bar)
+  sim_steps += n
+  assignments = np.stack([assign(c, y) for c in counts])
+  return nets, assignments, epoch_s, sim_steps
+
+
+def evaluate(nets, neurons, stdp, X, y, assignments, key, steps, tqdm, label):
+  with tqdm(total=len(X), desc=label, unit="img") as bar:
+    _, counts, n = simulate(nets, neurons, stdp, X, key, learn=False, steps=steps, progress=bar,
+                            labels=y, assignments=assignments)
+  return [float(np.mean(predict(c, a) == y)) for c, a in zip(counts, assignments)], n
+
+
+def baselines(Xtr, ytr, Xte, yte, n_clusters, seed=0):
+  from sklearn.cluster import KMeans
+  from sklearn.linear_model import LogisticRegression
+  logistic = LogisticRegression(max_iter=5000).fit(Xtr, ytr)
+  km = KMeans(n_clusters, n_init=4, random_state=seed).fit(Xtr)
+  majority = np.array([np.bincount(ytr[km.labels_ == c], minlength=10).argmax()
+                       if np.any(km.labels_ == c) else 0 for c in range(n_clusters)])
+  return {"logistic regression on raw pixels": float(logistic.score(Xte, yte)),
+          f"k-means ({n_clusters} clusters) + majority label": float(
+              np.mean(majority[km.predict(Xte)] == yte))}
+
+
+def pictures(net, neurons, stdp, image, key, steps, side, out_dir, tag):
+  """Receptive fields (one tile per neuron) and a spike raster of one
+  presentation (learning off)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  out_dir.mkdir(parents=True, exist_ok=True)
+  W = np.asarray(net.synapse.weights)
+  n_exc = W.shape[1]
+  cols = int(np.ceil(np.sqrt(n_exc)))
+  rows = int(np.ceil(n_exc / cols))
+  tiles = np.zeros((rows * side, cols * side))
+  for j in range(n_exc):
+    r, c = divmod(j, cols)
+    tiles[r * side:(r + 1) * side, c * side:(c + 1) * side] = W[:, j].reshape(side, side)
+  fig, ax = plt.subplots(figsize=(7, 7 * rows / cols))
+  ax.imshow(tiles, cmap="hot_r", interpolation="nearest")
+  for k in range(1, cols):
+    ax.axvline(k * side - 0.5, color="grey", lw=0.3)
+  for k in range(1, rows):
+    ax.axhline(k * side - 0.5, color="grey", lw=0.3)
+  ax.set_xticks([]), ax.set_yticks([])
+  ax.set_title(f"learned receptive fields, {n_exc} neurons ({tag})")
+  fig.tight_layout()
+  fields = out_dir / f"receptive_fields_{tag}.png"
+  fig.savefig(fields, dpi=120)
+  plt.close(fig)
+
+  _, (s_in, s_out) = jax.jit(lambda net, nr, sp, im, k: present(
+      net, nr, sp, im, k, 0.0, steps, record=True))(net, neurons, stdp, jnp.asarray(image), key)
+  fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True,
+                                    gridspec_kw=dict(height_ratios=[1, 1]))
+  for ax, spikes, name in ((top, s_in, "input"), (bottom, s_out, "excitatory")):
+    t, i = np.nonzero(np.asarray(spikes))
+    ax.scatter(t, i, s=4, marker="|", color="black")
+    ax.set_ylabel(f"{name} neuron")
+  bottom.set_xlabel("time step (ms)")
+  top.set_title(f"spike raster of one presentation ({tag})")
+  fig.tight_layout()
+  raster = out_dir / f"raster_{tag}.png"
+  fig.savefig(raster, dpi=120)
+  plt.close(fig)
+  return [str(fields), str(raster)]
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--neurons", type=int, default=100)
+  parser.add_argument("--epochs", type=int, default=3)
+  parser.add_argument("--quick", action="store_true",
+                      help="a few hundred images, 1 epoch, 2 candidates: a smoke test (< 1 min)")
+  parser.add_argument("--mnist", metavar="DIR", help="MNIST IDX files instead of the 8x8 digits")
+  parser.add_argument("--json", default="results/diehl_cook_digits.json")
+  parser.add_argument("--pictures", default="results", help="folder for the PNG pictures")
+  parser.add_argument("--save", metavar="PATH", help="save the trained network (PATH.npz + PATH.json)")
+  parser.add_argument("--load", metavar="PATH", help="evaluate a saved network, no training")
+  parser.add_argument("--seed", type=int, default=0)
+  args = parser.parse_args(argv)
+  try:
+    from tqdm import tqdm
+  except ImportError:
+    raise SystemExit("this benchmark needs tqdm: pip install -e '.[bench]'")
+  t0 = time.time()
+  key = jax.random.key(args.seed)
+
+  if args.mnist:
+    Xtr, Xte, ytr, yte = load_mnist(args.mnist)
+    grid, steps, side, data = MNIST_GRID, 350, 28, f"MNIST from {args.mnist}"
+  else:
+    Xtr, Xte, ytr, yte = load_digits_split(args.seed)
+    grid, steps, side, data = DIGITS_GRID, 100, 8, "sklearn load_digits, 1297 train / 500 test"
+  if args.quick:
+    Xtr, ytr, Xte, yte = Xtr[:400], ytr[:400], Xte[:200], yte[:200]
+    grid, args.epochs = QUICK_GRID, 1
+  result = dict(data=data, neurons=args.neurons, steps_per_presentation=steps, quick=args.quick)
+
+  if args.load:
+    state, stdp = expstdp.load(args.load + ".npz")
+    extra = json.loads(pathlib.Path(args.load + ".json").read_text())
+    neurons = Neurons(**extra["neurons"])
+    nets = Network(state, jnp.asarray(extra["theta"], jnp.float32))
+    batch = lambda tree: jax.tree.map(lambda x: jnp.asarray(x)[None], tree)
+    acc, _ = evaluate(batch(nets), batch(neurons), batch(stdp), Xte, yte,
+                      np.asarray([extra["assignments"]]), key, steps, tqdm, "test (loaded)")
+    result.update(test_accuracy=acc[0], loaded_from=args.load, wall_s=time.time() - t0)
+    print(f"test accuracy of the saved network: {acc[0]:.4f}")
+    _write(args.json, result)
+    return result
+
+  # 1. Choose hyperparameters on a validation split of the training images.
+  from sklearn.model_selection import train_test_split
+  Xa, Xv, ya, yv = train_test_split(Xtr, ytr, test_size=0.23, stratify=ytr, random_state=args.seed)
+  neurons, stdp = candidates(grid)
+  nets, assignments, _, _ = train_and_assign(jax.random.fold_in(key, 1), Xa, ya, args.neurons,
+                                             neurons, stdp, args.epochs, steps, tqdm, "select")
+  val, _ = evaluate(nets, neurons, stdp, Xv, yv, assignments, jax.random.fold_in(key, 2), steps,
+                    tqdm, "validation")
+  best = int(np.argmax(val))
+  chosen = grid[best]
+  print(f"validation accuracies: {[round(v, 4) for v in val]}; chosen: {chosen}")
+
+  # 2. Retrain the chosen setting on the whole training split, with the
+  #    exponential weight dependence and without it (exp_beta = 0), together.
+  pair = [chosen, dict(chosen, stdp=dict(chosen["stdp"], exp_beta=0.0))]
+  neurons, stdp = candidates(pair)
+  nets, assignments, epoch_s, sim_steps = train_and_assign(
+      jax.random.fold_in(key, 3), Xtr, ytr, args.neurons, neurons, stdp, args.epochs, steps, tqdm,
+      "final")
+  (test, test_beta0), n = evaluate(nets, neurons, stdp, Xte, yte, assignments,
+                                   jax.random.fold_in(key, 4), steps, tqdm, "test")
+  sim_steps += n
+  train_s = time.time() - t0
+
+  base = baselines(Xtr, ytr, Xte, yte, args.neurons, args.seed)
+  pics = pictures(take(nets, 0), take(neurons, 0), take(stdp, 0), Xte[0],
+                  jax.random.fold_in(key, 5), steps, side, pathlib.Path(args.pictures),
+                  f"{args.neurons}n")
+  if args.save:
+    expstdp.save(args.save + ".npz", take(nets, 0).synapse, take(stdp, 0))
+    pathlib.Path(args.save + ".json").write_text(json.dumps(dict(
+        neurons={k: float(v) for k, v in take(neurons, 0)._asdict().items()},
+        theta=np.asarray(nets.theta[0]).tolist(), assignments=assignments[0].tolist())))
+
+  hp = {**{k: float(v) for k, v in take(neurons, 0)._asdict().items()},
+        **{k: float(v) for k, v in take(stdp, 0)._asdict().items()}}
+  result.update(
+      test_accuracy=test, test_accuracy_exp_beta_0=test_beta0, epochs=args.epochs,
+      validation_accuracies=dict(zip([json.dumps(g) for g in grid], val)),
+      chosen_by=f"validation split: {len(Xv)} of the {len(Xtr)} training images "
+                f"(trained on the other {len(Xa)}); the test split was used once",
+      hyperparameters=hp, baselines=base, epoch_seconds=epoch_s,
+      epoch_seconds_note="the final run trains 2 networks at once (exp_beta as chosen, and 0)",
+      wall_s=time.time() - t0, simulated_steps_per_second=2 * sim_steps / train_s,
+      pictures=pics)
+  print()
+  print(f"{'model':48s} {'test accuracy':>14s}")
+  print(f"{'ExpSTDP network, ' + str(args.neurons) + ' neurons':48s} {test:14.4f}")
+  print(f"{'same, exp_beta = 0 (additive rule)':48s} {test_beta0:14.4f}")
+  for name, acc in base.items():
+    print(f"{name:48s} {acc:14.4f}")
+  print(f"\nepochs {args.epochs}, seconds per epoch {['%.1f' % e for e in epoch_s]}, "
+        f"wall {result['wall_s']:.0f} s, {result['simulated_steps_per_second']:.0f} simulated "
+        f"steps/s (network-steps)")
+  _write(args.json, result)
+  return result
+
+
+def _write(path, result):
+  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  pathlib.Path(path).write_text(json.dumps(result, indent=1))
+  print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  main()

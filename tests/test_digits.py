@@ -1,0 +1,65 @@
+"""The Diehl & Cook benchmark: its IDX reader, save/load, and a quick run in
+which learning happens (the full run is a benchmark, not a test)."""
+
+import gzip
+import json
+import pathlib
+import struct
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+pytest.importorskip("sklearn")
+pytest.importorskip("tqdm")
+import diehl_cook_digits as dc  # noqa: E402
+
+
+def _idx(array, dtype_code):
+  header = struct.pack(">BBBB", 0, 0, dtype_code, array.ndim)
+  return header + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+def test_idx_reader_raw_and_gzipped(tmp_path):
+  images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+  labels = np.array([7, 0, 4], np.uint8)
+  (tmp_path / "train-images-idx3-ubyte").write_bytes(_idx(images, 0x08))
+  (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx(labels, 0x08)))
+  (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx(images[:2], 0x08)))
+  (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx(labels[:2], 0x08))
+  np.testing.assert_array_equal(dc.read_idx(tmp_path / "train-images-idx3-ubyte"), images)
+  Xtr, Xte, ytr, yte = dc.load_mnist(tmp_path)
+  assert Xtr.shape == (3, 784) and Xte.shape == (2, 784)
+  np.testing.assert_allclose(Xtr[1], images[1].reshape(-1) / 255.0, rtol=1e-6)
+  np.testing.assert_array_equal(ytr, labels)
+  np.testing.assert_array_equal(yte, labels[:2])
+  floats = np.arange(6, dtype=">f4").reshape(2, 3)
+  (tmp_path / "f.idx").write_bytes(_idx(floats, 0x0D))
+  np.testing.assert_array_equal(dc.read_idx(tmp_path / "f.idx"), floats)
+
+
+def test_idx_reader_rejects_bad_files(tmp_path):
+  (tmp_path / "bad").write_bytes(b"\x01\x02\x08\x01\x00\x00\x00\x03abc")
+  with pytest.raises(ValueError, match="bad magic"):
+    dc.read_idx(tmp_path / "bad")
+  (tmp_path / "short").write_bytes(_idx(np.zeros(10, np.uint8), 0x08)[:-4])
+  with pytest.raises(ValueError, match="truncated"):
+    dc.read_idx(tmp_path / "short")
+  with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+    dc.load_mnist(tmp_path)
+
+
+def test_quick_run_learns_and_a_saved_network_evaluates_the_same(tmp_path):
+  out = dc.main(["--quick", "--json", str(tmp_path / "r.json"), "--pictures", str(tmp_path),
+                 "--save", str(tmp_path / "net")])
+  result = json.loads((tmp_path / "r.json").read_text())
+  assert result["test_accuracy"] == out["test_accuracy"]
+  assert result["test_accuracy"] > 0.5, "chance is 0.1: the network should have learned"
+  assert "validation split" in result["chosen_by"]
+  assert set(result["baselines"]) == {"logistic regression on raw pixels",
+                                      "k-means (100 clusters) + majority label"}
+  assert all(pathlib.Path(p).stat().st_size > 0 for p in result["pictures"])
+  loaded = dc.main(["--quick", "--load", str(tmp_path / "net"), "--json", str(tmp_path / "l.json")])
+  # Same network, same test images, another Poisson draw of the input spikes.
+  assert abs(loaded["test_accuracy"] - result["test_accuracy"]) < 0.1

@@ -7,9 +7,9 @@ params are immutable NamedTuples; every function is pure and composes with
 
 from expstdp import initializers, jitted, sharding, traces
 from expstdp.checked import checked
+from expstdp.describe import describe
 from expstdp.events import clip_weights, evolve_events, forward_events
 from expstdp.io import load, save
-from expstdp.describe import describe
 from expstdp.synapse import compute_dW, evolve, forward, init, reset
 from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.validation import max_exponent, validate_params
@@ -31,10 +31,10 @@ __all__ = [
     "initializers",
     "jitted",
     "load",
+    "max_exponent",
     "reset",
     "save",
     "sharding",
     "traces",
-    "max_exponent",
     "validate_params",
 ]

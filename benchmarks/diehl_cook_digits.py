@@ -39,6 +39,7 @@ class Neurons(NamedTuple):
   tau_m: jax.typing.ArrayLike = 10.0       # membrane time constant, steps
   v_thresh: jax.typing.ArrayLike = 1.0     # base threshold (rest is 0)
   theta_plus: jax.typing.ArrayLike = 0.01  # threshold increase per spike (adaptation)
+  tau_theta: jax.typing.ArrayLike = 1e7      # threshold decay time constant, steps (D&C)
   inhibition: jax.typing.ArrayLike = 4.0   # potential taken from every other neuron at a spike
   tau_pre: jax.typing.ArrayLike = 20.0     # pre-synaptic trace time constant, steps
   tau_post: jax.typing.ArrayLike = 20.0    # post-synaptic trace time constant, steps
@@ -73,6 +74,7 @@ def present(net: Network, neurons: Neurons, stdp, image, key, learn, steps, *, r
   adaptation."""
   n_exc = net.theta.shape[1]
   decay = jnp.exp(-1.0 / neurons.tau_m)
+  theta_decay = jnp.exp(-1.0 / neurons.tau_theta)
   rates = (image * neurons.max_rate)[None, :]
   synapse = net.synapse._replace(eta=neurons.eta * learn)
 
@@ -87,7 +89,7 @@ def present(net: Network, neurons: Neurons, stdp, image, key, learn, steps, *, r
     fires = jnp.max(margin) > 0
     s_out = (jax.nn.one_hot(jnp.argmax(margin), n_exc)[None] * fires).astype(jnp.float32)
     v = jnp.where(s_out > 0, 0.0, v - neurons.inhibition * fires)
-    theta = theta + neurons.theta_plus * s_out
+    theta = theta * theta_decay + neurons.theta_plus * s_out
     x_pre = expstdp.traces.update(x_pre, s_in, dt=1.0, tau_tr=neurons.tau_pre)
     x_post = expstdp.traces.update(x_post, s_out, dt=1.0, tau_tr=neurons.tau_post)
     syn = expstdp.evolve(syn, stdp, pre_spike=s_in, pre_trace=x_pre, post_spike=s_out,

@@ -216,14 +216,14 @@ def stack(trees):
 # --- data --------------------------------------------------------------------
 
 
-def load_digits_split(seed=0):
+def load_digits_split():
   """scikit-learn's bundled 8x8 digits, intensities scaled to [0, 1]: a fixed
   stratified split of 1297 train / 500 test images."""
   from sklearn.datasets import load_digits
   from sklearn.model_selection import train_test_split
   digits = load_digits()
   X, y = (digits.data / 16.0).astype(np.float32), digits.target
-  return train_test_split(X, y, test_size=500, stratify=y, random_state=seed)
+  return train_test_split(X, y, test_size=500, stratify=y, random_state=0)
 
 
 def read_idx(path):
@@ -292,7 +292,8 @@ def networks(key, n_in, n_exc, neurons, stdp):
 # --- the experiment ----------------------------------------------------------
 
 
-def train_and_assign(key, X, y, n_exc, neurons, stdp, epochs, steps, tqdm, label):
+def train_and_assign(key, X, y, n_exc, neurons, stdp, epochs, steps, tqdm, label,
+                     eta_decay=ETA_DECAY):
   """Trains every candidate for `epochs`, then assigns labels with learning
   off. Returns networks, assignments, seconds per epoch, simulated steps."""
   nets = networks(key, X.shape[1], n_exc, neurons, stdp)
@@ -300,7 +301,7 @@ def train_and_assign(key, X, y, n_exc, neurons, stdp, epochs, steps, tqdm, label
   for epoch in range(epochs):
     start = time.time()
     # eta is a traced value: annealing it changes nothing that was compiled.
-    annealed = neurons._replace(eta=neurons.eta * ETA_DECAY ** epoch)
+    annealed = neurons._replace(eta=neurons.eta * eta_decay ** epoch)
     with tqdm(total=len(X), desc=f"{label} epoch {epoch + 1}/{epochs}", unit="img") as bar:
       nets, _, n = simulate(nets, annealed, stdp, X, jax.random.fold_in(key, epoch), learn=True,
                             steps=steps, progress=bar, labels=y)
@@ -389,7 +390,9 @@ def main(argv=None):
   parser.add_argument("--pictures", default="results", help="folder for the PNG pictures")
   parser.add_argument("--save", metavar="PATH", help="save the trained network (PATH.npz + PATH.json)")
   parser.add_argument("--load", metavar="PATH", help="evaluate a saved network, no training")
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--seed", type=int, default=0, help="of the simulation (the splits are fixed)")
+  parser.add_argument("--eta-decay", type=float, default=ETA_DECAY,
+                      help="factor on the learning rate after every epoch")
   args = parser.parse_args(argv)
   try:
     from tqdm import tqdm
@@ -402,12 +405,13 @@ def main(argv=None):
     Xtr, Xte, ytr, yte = load_mnist(args.mnist)
     grid, steps, side, data = MNIST_GRID, 350, 28, f"MNIST from {args.mnist}"
   else:
-    Xtr, Xte, ytr, yte = load_digits_split(args.seed)
+    Xtr, Xte, ytr, yte = load_digits_split()
     grid, steps, side, data = DIGITS_GRID, 100, 8, "sklearn load_digits, 1297 train / 500 test"
   if args.quick:
     Xtr, ytr, Xte, yte = Xtr[:400], ytr[:400], Xte[:200], yte[:200]
     grid, args.epochs = QUICK_GRID, 1
-  result = dict(data=data, neurons=args.neurons, steps_per_presentation=steps, quick=args.quick)
+  result = dict(data=data, neurons=args.neurons, steps_per_presentation=steps, quick=args.quick,
+                seed=args.seed, eta_decay_per_epoch=args.eta_decay)
 
   if args.load:
     state, stdp = expstdp.load(args.load + ".npz")
@@ -424,10 +428,11 @@ def main(argv=None):
 
   # 1. Choose hyperparameters on a validation split of the training images.
   from sklearn.model_selection import train_test_split
-  Xa, Xv, ya, yv = train_test_split(Xtr, ytr, test_size=0.23, stratify=ytr, random_state=args.seed)
+  Xa, Xv, ya, yv = train_test_split(Xtr, ytr, test_size=0.23, stratify=ytr, random_state=0)
   neurons, stdp = candidates(grid)
   nets, assignments, _, _ = train_and_assign(jax.random.fold_in(key, 1), Xa, ya, args.neurons,
-                                             neurons, stdp, args.epochs, steps, tqdm, "select")
+                                             neurons, stdp, args.epochs, steps, tqdm, "select",
+                                             args.eta_decay)
   val, _ = evaluate(nets, neurons, stdp, Xv, yv, assignments, jax.random.fold_in(key, 2), steps,
                     tqdm, "validation")
   best = int(np.argmax(val))
@@ -440,7 +445,7 @@ def main(argv=None):
   neurons, stdp = candidates(pair)
   nets, assignments, epoch_s, sim_steps = train_and_assign(
       jax.random.fold_in(key, 3), Xtr, ytr, args.neurons, neurons, stdp, args.epochs, steps, tqdm,
-      "final")
+      "final", args.eta_decay)
   (test, test_beta0), n = evaluate(nets, neurons, stdp, Xte, yte, assignments,
                                    jax.random.fold_in(key, 4), steps, tqdm, "test")
   sim_steps += n

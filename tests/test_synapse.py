@@ -45,7 +45,7 @@ def test_every_weight_is_clipped_even_without_spikes():
   np.testing.assert_allclose(expstdp.evolve(state, PARAMS).weights, [[0.01, 0.99], [0.99, 0.99]])
 
 
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32, jnp.float64])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32, jnp.float64])
 def test_dtype_is_kept_end_to_end(dtype):
   with jax.enable_x64(dtype == jnp.float64):
     state = _state(dtype=dtype, bias_init=expstdp.initializers.constant(0.1))

@@ -15,8 +15,8 @@ from expstdp.validation import max_exponent
 def _check_finite(name: str, tree) -> None:
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
     if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
-      field = name + jax.tree_util.keystr(path, simple=True, separator=".").join(
-          ["." if path else "", ""])
+      suffix = jax.tree_util.keystr(path, simple=True, separator=".")
+      field = f"{name}.{suffix}" if suffix else name
       checkify.check(jnp.all(jnp.isfinite(leaf)), f"{field} has non-finite values (NaN or inf)")
 
 
@@ -36,7 +36,8 @@ def _check_param_values(name: str, params: ExpSTDPParams, dtype) -> None:
 def checked(fn):
   """Wraps an expstdp function so that every call checks, at run time, that
   all its floating inputs and outputs are finite and that the hyperparameter
-  values are valid (see `validate_params`), naming the offending field (e.g. `state.pre_trace`).
+  values are valid (see `validate_params`), naming the offending field
+  (e.g. `state.pre_trace`).
 
   The wrapped function returns `(error, result)`; call `error.throw()` (or
   `error.get()` for the message or None). It composes with `jax.jit`:

@@ -9,7 +9,8 @@ writes it). For weights W (N, M), batch B:
      - A_minus * exp(-beta W) * (s_pre^T x_post)
   W' = mask * clip(W + eta dW - W / tau_w, w_eps, w_bound - w_eps)
 
-where W - W / tau_w is computed as W * (1 - 1 / tau_w). Nothing here is jitted: callers choose `jax.jit`, `vmap` and `scan`.
+where W - W / tau_w is computed as W * (1 - 1 / tau_w). Nothing here is
+jitted: callers choose `jax.jit`, `vmap` and `scan`.
 """
 
 import jax

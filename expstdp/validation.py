@@ -63,14 +63,16 @@ def check_state(state: SynapseState) -> None:
   n_pre, n_post = check_weights("state.weights", state.weights)
   dtype = state.weights.dtype
   if np.ndim(state.inputs) != 2:
-    raise ValueError(f"state.inputs must be 2-D (batch, {n_pre}), got shape {np.shape(state.inputs)}.")
+    raise ValueError(
+        f"state.inputs must be 2-D (batch, {n_pre}), got shape {np.shape(state.inputs)}.")
   batch = np.shape(state.inputs)[0]
   for name, width in (("inputs", n_pre), ("pre_spike", n_pre), ("pre_trace", n_pre),
                       ("outputs", n_post), ("post_spike", n_post), ("post_trace", n_post)):
     check_array(f"state.{name}", getattr(state, name), (batch, width), dtype)
   check_array("state.d_weights", state.d_weights, (n_pre, n_post), dtype)
   if np.shape(state.biases) not in ((), (1, n_post)):
-    raise ValueError(f"state.biases must have shape () or (1, {n_post}), got {np.shape(state.biases)}.")
+    raise ValueError(
+        f"state.biases must have shape () or (1, {n_post}), got {np.shape(state.biases)}.")
   check_array("state.biases", state.biases, np.shape(state.biases), dtype)
   if np.shape(state.eta) != ():
     raise ValueError(f"state.eta must be a scalar (shape ()), got shape {np.shape(state.eta)}.")

@@ -397,7 +397,7 @@ def main(argv=None):
   try:
     from tqdm import tqdm
   except ImportError:
-    raise SystemExit("this benchmark needs tqdm: pip install -e '.[bench]'")
+    raise SystemExit("this benchmark needs tqdm: pip install -e '.[bench]'") from None
   t0 = time.time()
   key = jax.random.key(args.seed)
 

@@ -11,7 +11,7 @@ PARAMS = expstdp.ExpSTDPParams(A_plus=0.9, A_minus=0.3, exp_beta=2.0, pretrace_t
 
 
 def _assert_same(a, b):
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     assert jnp.asarray(x).dtype == jnp.asarray(y).dtype
     np.testing.assert_array_equal(np.asarray(x, np.float64), np.asarray(y, np.float64))
 

@@ -190,7 +190,7 @@ def test_vmap_over_populations_equals_a_loop(seed, params):
   states = [_state(*_case(seed + i, p)[1:], eta=rng.uniform(0, 2)) for i, p in enumerate(params)]
   acts = [random_activity(rng, B, N, M) for _ in range(P)]
   params = [jax.tree.map(np.float32, p) for p in params]
-  looped = [step(s, p, a) for s, p, a in zip(states, params, acts)]
+  looped = [step(s, p, a) for s, p, a in zip(states, params, acts, strict=True)]
   _assert_trees_close(vmapped_step(_stack(states), _stack(params), _stack(acts)), _stack(looped))
 
 

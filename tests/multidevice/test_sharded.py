@@ -67,19 +67,25 @@ def axis_type(request):
   return request.param
 
 
+def _one_step_matches(state, shardings):
+  """One forward + evolve, sharded as `shardings`, equals the unsharded one
+  and keeps the documented shardings. Returns the sharded state and activity."""
+  sharded = jax.device_put(state, shardings)
+  act = _activity(np.random.default_rng(1))
+  act_sharded = jax.device_put(act, {k: getattr(shardings, k) for k in act})
+  step = jax.jit(_step)
+  out = step(sharded, PARAMS, act_sharded)
+  _close(out, step(state, PARAMS, act))
+  _assert_shardings(out, shardings)
+  return sharded, act_sharded
+
+
 @pytest.mark.parametrize("p_conn", [1.0, 0.7])
 def test_synapse_parallel_by_columns(axis_type, p_conn):
   mesh = jax.make_mesh((8,), ("post",), axis_types=(axis_type,))
   state = _state(p_conn=p_conn)
   shardings = expstdp.sharding.synapse(mesh, state, post_axis="post")
-  sharded = jax.device_put(state, shardings)
-  act = _activity(np.random.default_rng(1))
-  act_sharded = jax.device_put(act, {k: getattr(shardings, k) for k in act})
-
-  step = jax.jit(_step)
-  out = step(sharded, PARAMS, act_sharded)
-  _close(out, step(state, PARAMS, act))
-  _assert_shardings(out, shardings)
+  sharded, act_sharded = _one_step_matches(state, shardings)
   # dW[i, j] needs only column j of the post-side vectors: no communication.
   assert _collectives(_step, sharded, PARAMS, act_sharded) == set()
 
@@ -96,13 +102,7 @@ def test_synapse_parallel_by_rows_and_columns(axis_type):
   mesh = jax.make_mesh((2, 4), ("pre", "post"), axis_types=(axis_type,) * 2)
   state = _state()
   shardings = expstdp.sharding.synapse(mesh, state, pre_axis="pre", post_axis="post")
-  sharded = jax.device_put(state, shardings)
-  act = _activity(np.random.default_rng(1))
-  act_sharded = jax.device_put(act, {k: getattr(shardings, k) for k in act})
-  step = jax.jit(_step)
-  out = step(sharded, PARAMS, act_sharded)
-  _close(out, step(state, PARAMS, act))
-  _assert_shardings(out, shardings)
+  sharded, act_sharded = _one_step_matches(state, shardings)
   # evolve is local; forward sums over the pre-synaptic (row) shards.
   evolve_only = lambda s, p, a: expstdp.evolve(s, p, **{k: v for k, v in a.items() if k != "inputs"})
   assert _collectives(evolve_only, sharded, PARAMS, act_sharded) == set()

@@ -3,9 +3,9 @@ measured as ratios side by side in one process.
 
   python benchmarks/run.py [--quick] [--json results/bench.json] [--plot results/bench.png]
 
-Sections: the machine's own ceilings (in-place copy, exp throughput); dense
-evolve at 4096 x 4096 against a line-by-line transcription of ngclearn's code
-and against the exp floor; event-driven evolve at 784 x 6400 and its scaling
+Sections: dense evolve at 4096 x 4096 against a line-by-line transcription of
+ngclearn's code and against the exp floor, with the machine's own ceilings
+(in-place copy, exp throughput) measured alongside; event-driven evolve at 784 x 6400 and its scaling
 with synapse count and spike rate; a whole synapse step in lax.scan against
 ngclearn 3.1.1 itself (where installed) and the transcription; 256 vmapped
 populations against a loop of jitted calls; peak memory of a donated evolve.
@@ -60,33 +60,22 @@ def rows_for(results, section, shape, batch, weights, reference=None, floor=None
   return rows
 
 
-def ceilings(n, reps):
-  """In-place copy bandwidth and exp throughput over an n x n float32 matrix."""
-  W = jnp.asarray(np.random.default_rng(0).uniform(0.1, 0.9, (n, n)), jnp.float32)
+def dense(n, reps, rng):
+  """Dense evolve at n x n against the transcription, with the machine's own
+  ceilings (in-place copy, in-place exp: the floor) measured interleaved with
+  the variants, so that no ratio is skewed by the load changing in between."""
+  shape, weights = (n, n), n * n
+  state = new_state(shape, 1, rng, 0.05)
   add = jax.jit(lambda W: W + 1e-7, donate_argnums=0)
   exp = jax.jit(lambda W, beta: jnp.exp(-beta * W), donate_argnums=0)
-  res = measure({"ceiling: in-place copy (W + c)": stateful(add, W),
-                 "ceiling: in-place exp(-beta W)": stateful(lambda W: exp(W, 1e-9), jnp.copy(W))},
-                rounds=reps, calls=5)
-  copy_s = res["ceiling: in-place copy (W + c)"]["median_s"]
-  exp_s = res["ceiling: in-place exp(-beta W)"]["median_s"]
-  info = dict(copy_GB_per_s=2 * W.nbytes / copy_s / 1e9, exp_Gelem_per_s=W.size / exp_s / 1e9)
-  return res, exp_s, info
-
-
-def dense(n, reps, rng):
-  shape, weights = (n, n), n * n
-  ceiling, _, info = ceilings(n, reps)
-  state = new_state(shape, 1, rng, 0.05)
-  floor = jax.jit(lambda W, beta: jnp.exp(-beta * W), donate_argnums=0)
   transcription = jax.jit(functools.partial(ref.evolve, **REF_HP))
   ref_args = (state.weights, state.eta, state.weight_mask, state.pre_spike, state.pre_trace,
               state.post_spike, state.post_trace)
   plain = jax.jit(expstdp.evolve)
-  # The floor runs interleaved with the variants, so that its ratio to them
-  # is not skewed by the machine's load changing between measurements.
+  floor = "in-place exp(-beta W) [floor]"
   res = measure({
-      "in-place exp(-beta W) [floor]": stateful(lambda W: floor(W, 1e-9), jnp.copy(state.weights)),
+      "ceiling: in-place copy (W + c)": stateful(add, jnp.copy(state.weights)),
+      floor: stateful(lambda W: exp(W, 1e-9), jnp.copy(state.weights)),
       "reference transcription (jit)": lambda: transcription(*ref_args),
       "expstdp.evolve (jit, not donated)": lambda: plain(state, PARAMS),
       "expstdp.jitted.evolve": stateful(lambda s: expstdp.jitted.evolve(s, PARAMS),
@@ -95,9 +84,11 @@ def dense(n, reps, rng):
           lambda s: expstdp.jitted.evolve(s, PARAMS, with_d_weights=False),
           jax.tree.map(jnp.copy, state)),
   }, rounds=reps, calls=5)
-  rows = rows_for({**ceiling, **res}, "dense evolve", shape, 1, weights,
-                  reference="reference transcription (jit)",
-                  floor=res["in-place exp(-beta W) [floor]"]["median_s"])
+  floor_s = res[floor]["median_s"]
+  info = dict(copy_GB_per_s=2 * 4 * weights / res["ceiling: in-place copy (W + c)"]["median_s"] / 1e9,
+              exp_Gelem_per_s=weights / floor_s / 1e9)
+  rows = rows_for(res, "dense evolve", shape, 1, weights,
+                  reference="reference transcription (jit)", floor=floor_s)
   return rows, info
 
 

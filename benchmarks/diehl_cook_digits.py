@@ -379,6 +379,11 @@ def pictures(net, neurons, stdp, image, key, steps, side, out_dir, tag):
   return [str(fields), str(raster)]
 
 
+# What the synapse file cannot hold: neuron parameters, thresholds, labels.
+# Not PATH.json, which is where a user naturally points --json.
+NETWORK_SUFFIX = ".network.json"
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--neurons", type=int, default=100)
@@ -388,7 +393,8 @@ def main(argv=None):
   parser.add_argument("--mnist", metavar="DIR", help="MNIST IDX files instead of the 8x8 digits")
   parser.add_argument("--json", default="results/diehl_cook_digits.json")
   parser.add_argument("--pictures", default="results", help="folder for the PNG pictures")
-  parser.add_argument("--save", metavar="PATH", help="save the trained network (PATH.npz + PATH.json)")
+  parser.add_argument("--save", metavar="PATH",
+                      help="save the trained network (PATH.npz + PATH.network.json)")
   parser.add_argument("--load", metavar="PATH", help="evaluate a saved network, no training")
   parser.add_argument("--seed", type=int, default=0, help="of the simulation (the splits are fixed)")
   parser.add_argument("--eta-decay", type=float, default=ETA_DECAY,
@@ -415,7 +421,7 @@ def main(argv=None):
 
   if args.load:
     state, stdp = expstdp.load(args.load + ".npz")
-    extra = json.loads(pathlib.Path(args.load + ".json").read_text())
+    extra = json.loads(pathlib.Path(args.load + NETWORK_SUFFIX).read_text())
     neurons = Neurons(**extra["neurons"])
     nets = Network(state, jnp.asarray(extra["theta"], jnp.float32))
     batch = lambda tree: jax.tree.map(lambda x: jnp.asarray(x)[None], tree)
@@ -457,7 +463,7 @@ def main(argv=None):
                   f"{args.neurons}n")
   if args.save:
     expstdp.save(args.save + ".npz", take(nets, 0).synapse, take(stdp, 0))
-    pathlib.Path(args.save + ".json").write_text(json.dumps(dict(
+    pathlib.Path(args.save + NETWORK_SUFFIX).write_text(json.dumps(dict(
         neurons={k: float(v) for k, v in take(neurons, 0)._asdict().items()},
         theta=np.asarray(nets.theta[0]).tolist(), assignments=assignments[0].tolist())))
 

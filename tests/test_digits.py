@@ -51,9 +51,10 @@ def test_idx_reader_rejects_bad_files(tmp_path):
 
 
 def test_quick_run_learns_and_a_saved_network_evaluates_the_same(tmp_path):
-  out = dc.main(["--quick", "--json", str(tmp_path / "r.json"), "--pictures", str(tmp_path),
+  # --json PATH.json beside --save PATH: the two must not overwrite each other.
+  out = dc.main(["--quick", "--json", str(tmp_path / "net.json"), "--pictures", str(tmp_path),
                  "--save", str(tmp_path / "net")])
-  result = json.loads((tmp_path / "r.json").read_text())
+  result = json.loads((tmp_path / "net.json").read_text())
   assert result["test_accuracy"] == out["test_accuracy"]
   assert result["test_accuracy"] > 0.5, "chance is 0.1: the network should have learned"
   assert "validation split" in result["chosen_by"]

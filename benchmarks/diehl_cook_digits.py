@@ -68,10 +68,12 @@ def normalise(state, norm):
   return state._replace(weights=W * (norm / jnp.sum(W, axis=0, keepdims=True)))
 
 
-def present(net: Network, neurons: Neurons, stdp, image, key, learn, steps, *, record=False):
+def present(net: Network, neurons: Neurons, stdp, image, key, learn, steps, *, plastic=True,
+            record=False):
   """One image for `steps` (static) time steps of 1 ms; returns the network
-  and the spike counts (n_exc,). `learn` (a traced 0/1) gates plasticity and
-  adaptation."""
+  and the spike counts (n_exc,). `learn` (a traced 0/1, per image) gates
+  plasticity and adaptation; `plastic=False` (static) leaves evolve out of
+  the compiled program altogether, for evaluation passes."""
   n_exc = net.theta.shape[1]
   decay = jnp.exp(-1.0 / neurons.tau_m)
   theta_decay = jnp.exp(-1.0 / neurons.tau_theta)
@@ -92,26 +94,28 @@ def present(net: Network, neurons: Neurons, stdp, image, key, learn, steps, *, r
     theta = theta * theta_decay + neurons.theta_plus * s_out
     x_pre = expstdp.traces.update(x_pre, s_in, dt=1.0, tau_tr=neurons.tau_pre)
     x_post = expstdp.traces.update(x_post, s_out, dt=1.0, tau_tr=neurons.tau_post)
-    syn = expstdp.evolve(syn, stdp, pre_spike=s_in, pre_trace=x_pre, post_spike=s_out,
-                         post_trace=x_post, with_d_weights=False)
+    if plastic:
+      syn = expstdp.evolve(syn, stdp, pre_spike=s_in, pre_trace=x_pre, post_spike=s_out,
+                           post_trace=x_post, with_d_weights=False)
     return (syn, v, theta, x_pre, x_post), ((s_in[0], s_out[0]) if record else s_out[0])
 
   zeros = lambda n: jnp.zeros((1, n))
   carry = (synapse, zeros(n_exc), net.theta, zeros(rates.shape[1]), zeros(n_exc))
   (syn, _, theta, _, _), out = jax.lax.scan(step, carry, jax.random.split(key, steps))
-  syn = syn._replace(eta=net.synapse.eta)
-  syn = jax.tree.map(lambda new, old: jnp.where(learn > 0, new, old),
-                     normalise(syn, neurons.norm), syn)
   # Thresholds adapt within every presentation, as the neurons' own dynamics,
-  # but keep the change only while learning: testing leaves the network as
+  # but the change is kept only while learning: testing leaves the network as
   # it was.
-  net = Network(syn, jnp.where(learn > 0, theta, net.theta))
+  if plastic:
+    syn = syn._replace(eta=net.synapse.eta)
+    syn = jax.tree.map(lambda new, old: jnp.where(learn > 0, new, old),
+                       normalise(syn, neurons.norm), syn)
+    net = Network(syn, jnp.where(learn > 0, theta, net.theta))
   if record:
     return net, out
   return net, jnp.sum(out, axis=0)
 
 
-def present_until_it_spikes(net, neurons, stdp, image, key, learn, steps):
+def present_until_it_spikes(net, neurons, stdp, image, key, learn, steps, plastic):
   """Diehl & Cook's rule: an image that drives fewer than MIN_SPIKES spikes
   is presented again at twice the intensity, up to MAX_TRIES times."""
   def again(c):
@@ -121,7 +125,7 @@ def present_until_it_spikes(net, neurons, stdp, image, key, learn, steps):
     net, _, key, tries = c
     key, sub = jax.random.split(key)
     net, counts = present(net, neurons, stdp, jnp.minimum(image * 2.0 ** tries, 4.0), sub, learn,
-                          steps)
+                          steps, plastic=plastic)
     return net, counts, key, tries + 1
 
   counts = jnp.zeros(net.theta.shape[1])
@@ -129,13 +133,13 @@ def present_until_it_spikes(net, neurons, stdp, image, key, learn, steps):
   return net, (counts, tries)
 
 
-def run_images(net, neurons, stdp, images, keys, learn, steps):
+def run_images(net, neurons, stdp, images, keys, learn, steps, plastic):
   """Presents `images` (n, n_in) in order inside one lax.scan; `learn` (n,)
   is 1 to learn from an image, 0 to only record (padding images use 0).
   Returns the network, the spike counts (n, n_exc) and presentations (n,)."""
   def body(net, x):
     image, key, flag = x
-    return present_until_it_spikes(net, neurons, stdp, image, key, flag, steps)
+    return present_until_it_spikes(net, neurons, stdp, image, key, flag, steps, plastic)
   net, (counts, tries) = jax.lax.scan(body, net, (images, keys, learn))
   return net, counts, tries
 
@@ -154,7 +158,7 @@ def simulate(nets, neurons, stdp, images, key, *, learn, steps, progress=None, l
   images = np.concatenate([images, np.zeros((pad, images.shape[1]), images.dtype)])
   flags = np.concatenate([np.full(n, float(learn)), np.zeros(pad)]).astype(np.float32)
   keys = jax.random.split(key, n + pad)
-  chunk = _compiled_chunk(steps)
+  chunk = _compiled_chunk(steps, bool(learn))
   counts, presentations = [], 0
   for start in range(0, n + pad, CHUNK):
     sl = slice(start, start + CHUNK)
@@ -188,12 +192,12 @@ def _so_far(counts, labels, assignments, done):
 _CACHE = {}
 
 
-def _compiled_chunk(steps):
-  if steps not in _CACHE:
+def _compiled_chunk(steps, plastic):
+  if (steps, plastic) not in _CACHE:
     run = lambda net, neurons, stdp, images, keys, learn: run_images(
-        net, neurons, stdp, images, keys, learn, steps)
-    _CACHE[steps] = jax.jit(jax.vmap(run, in_axes=(0, 0, 0, None, None, None)))
-  return _CACHE[steps]
+        net, neurons, stdp, images, keys, learn, steps, plastic)
+    _CACHE[steps, plastic] = jax.jit(jax.vmap(run, in_axes=(0, 0, 0, None, None, None)))
+  return _CACHE[steps, plastic]
 
 
 def assign(counts, labels, n_classes=10):
@@ -363,7 +367,7 @@ def pictures(net, neurons, stdp, image, key, steps, side, out_dir, tag):
   plt.close(fig)
 
   _, (s_in, s_out) = jax.jit(lambda net, nr, sp, im, k: present(
-      net, nr, sp, im, k, 0.0, steps, record=True))(net, neurons, stdp, jnp.asarray(image), key)
+      net, nr, sp, im, k, 0.0, steps, plastic=False, record=True))(net, neurons, stdp, jnp.asarray(image), key)
   fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True,
                                     gridspec_kw=dict(height_ratios=[1, 1]))
   for ax, spikes, name in ((top, s_in, "input"), (bottom, s_out, "excitatory")):

@@ -95,8 +95,13 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
     start = b * block  # the last block may start earlier: rows before `start` are done
     take = lambda x: jax.lax.dynamic_slice_in_dim(x, start, block, axis=x.ndim - 1)
     w = jax.lax.dynamic_slice_in_dim(W, start, block, axis=0)
-    dW = _dW(params, w, take(state.pre_spike), take(state.pre_trace), state.post_spike,
-             state.post_trace)
+    # Tied to the loop counter by a barrier, so that XLA cannot hoist the outer
+    # product out of the loop (as a slice of a full (N, M) one, or whole when
+    # one block is all of W): it would then be computed every call, even when
+    # the loop runs 0 trips.
+    _, pre_spike, pre_trace = jax.lax.optimization_barrier(
+        (b, take(state.pre_spike), take(state.pre_trace)))
+    dW = _dW(params, w, pre_spike, pre_trace, state.post_spike, state.post_trace)
     m = jax.lax.dynamic_slice_in_dim(mask, start, block, axis=0) if full_mask else mask
     first = jnp.minimum(start, n_pre - block)
     todo = (first + jnp.arange(block) >= start)[:, None]

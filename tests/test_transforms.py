@@ -85,3 +85,45 @@ def test_grad_through_a_scanned_simulation_matches_finite_differences(name):
     fd = (loss(x + h) - loss(x - h)) / (2 * h)
     assert np.isfinite(grad) and abs(grad) > 1e-6
     np.testing.assert_allclose(grad, fd, rtol=1e-5)
+
+
+@pytest.mark.parametrize("event_driven", [False, True])
+def test_evolving_before_the_next_forward_gives_the_same_simulation(event_driven):
+  # README "Fast scans on CPU": a scan body may evolve with the activity the
+  # previous step stored, then run the forward; one evolve after the scan
+  # finishes. Bit for bit the same weights and outputs as forward then evolve,
+  # also under the CPU scheduler option the README suggests.
+  params = PARAMS._replace(tau_w=0.0)
+  if event_driven:
+    forward = lambda s, x: expstdp.forward_events(s, params, x, max_active=N)
+    evolve = lambda s: expstdp.evolve_events(s, params, max_pre=N, max_post=M)
+  else:
+    forward, evolve = (lambda s, x: expstdp.forward(s, params, x),
+                       lambda s: expstdp.evolve(s, params))
+  rng = np.random.default_rng(2)
+  acts = [random_activity(rng, B, N, M) for _ in range(6)]
+  acts = jax.tree.map(lambda *x: jnp.stack(x), *acts)
+  state = expstdp.reset(expstdp.clip_weights(_state(), params))
+
+  @jax.jit
+  def forward_then_evolve(state):
+    def body(s, a):
+      s = forward(s, a["pre_spike"])
+      return evolve(s._replace(**{k: v for k, v in a.items() if k != "inputs"})), s.outputs
+    return jax.lax.scan(body, state, acts)
+
+  def evolve_then_forward(state):
+    def body(s, a):
+      s = forward(evolve(s), a["pre_spike"])
+      return s._replace(**{k: v for k, v in a.items() if k != "inputs"}), s.outputs
+    final, outputs = jax.lax.scan(body, state, acts)
+    return evolve(final), outputs
+
+  on_cpu = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+  evolve_then_forward = jax.jit(
+      evolve_then_forward, compiler_options=on_cpu if jax.default_backend() == "cpu" else None)
+
+  (want, want_out), (got, got_out) = forward_then_evolve(state), evolve_then_forward(state)
+  assert np.any(want.weights != state.weights)
+  np.testing.assert_array_equal(got_out, want_out)
+  jax.tree.map(np.testing.assert_array_equal, got, want)

@@ -39,12 +39,15 @@ class Neurons(NamedTuple):
   tau_m: jax.typing.ArrayLike = 10.0       # membrane time constant, steps
   v_thresh: jax.typing.ArrayLike = 1.0     # base threshold (rest is 0)
   theta_plus: jax.typing.ArrayLike = 0.01  # threshold increase per spike (adaptation)
-  tau_theta: jax.typing.ArrayLike = 1e7      # threshold decay time constant, steps (D&C)
-  inhibition: jax.typing.ArrayLike = 4.0   # potential taken from every other neuron at a spike
+  tau_theta: jax.typing.ArrayLike = 1e7    # threshold decay time constant, steps (D&C)
+  inhibition: jax.typing.ArrayLike = 4.0   # potential taken from every other neuron at a spike,
+  inhibition_rel: jax.typing.ArrayLike = 0.0  # plus this times that neuron's threshold
   tau_pre: jax.typing.ArrayLike = 20.0     # pre-synaptic trace time constant, steps
+  a_pre: jax.typing.ArrayLike = 0.0        # pre-synaptic trace increment per spike; 0: set to 1
   tau_post: jax.typing.ArrayLike = 20.0    # post-synaptic trace time constant, steps
   norm: jax.typing.ArrayLike = 6.4         # L1 norm of each neuron's input weights
   eta: jax.typing.ArrayLike = 0.01         # learning rate (halved every epoch)
+  gain_power: jax.typing.ArrayLike = 0.0   # input gain: (mean L2 norm / own L2 norm) ** this
 
 
 class Network(NamedTuple):
@@ -79,20 +82,28 @@ def present(net: Network, neurons: Neurons, stdp, image, key, learn, steps, *, p
   theta_decay = jnp.exp(-1.0 / neurons.tau_theta)
   rates = (image * neurons.max_rate)[None, :]
   synapse = net.synapse._replace(eta=neurons.eta * learn)
+  # With L1-normalised weights the drive x.w favours concentrated receptive
+  # fields; dividing it by each neuron's L2 weight norm (gain_power = 1)
+  # makes the race a cosine similarity. (k-means centroids of this training
+  # split, L1-normalised: 0.90 test accuracy matched by x.w, 0.96 by cosine.)
+  norms = jnp.linalg.norm(net.synapse.weights, axis=0)
+  gain = (jnp.mean(norms) / norms) ** neurons.gain_power
 
   def step(carry, k):
     syn, v, theta, x_pre, x_post = carry
     s_in = jax.random.bernoulli(k, rates).astype(jnp.float32)
     syn = expstdp.forward(syn, stdp, s_in)
-    v = v * decay + syn.outputs
+    v = v * decay + gain * syn.outputs
     margin = v - neurons.v_thresh - theta
     # Lateral inhibition as a winner-take-all: at most one spike per step, and
     # the winner's spike pushes every other neuron down.
     fires = jnp.max(margin) > 0
     s_out = (jax.nn.one_hot(jnp.argmax(margin), n_exc)[None] * fires).astype(jnp.float32)
-    v = jnp.where(s_out > 0, 0.0, v - neurons.inhibition * fires)
+    taken = neurons.inhibition + neurons.inhibition_rel * (neurons.v_thresh + theta)
+    v = jnp.where(s_out > 0, 0.0, v - taken * fires)
     theta = theta * theta_decay + neurons.theta_plus * s_out
-    x_pre = expstdp.traces.update(x_pre, s_in, dt=1.0, tau_tr=neurons.tau_pre)
+    x_pre = expstdp.traces.update(x_pre, s_in, dt=1.0, tau_tr=neurons.tau_pre,
+                                  a_delta=neurons.a_pre)
     x_post = expstdp.traces.update(x_post, s_out, dt=1.0, tau_tr=neurons.tau_post)
     if plastic:
       syn = expstdp.evolve(syn, stdp, pre_spike=s_in, pre_trace=x_pre, post_spike=s_out,
@@ -267,9 +278,17 @@ def load_mnist(directory):
 STDP = dict(A_plus=1.0, A_minus=0.1, exp_beta=2.0, pretrace_target=0.1)
 
 # The candidates compared on the validation split, all trained at once (vmap).
-DIGITS_GRID = [dict(neurons=dict(inhibition=inh), stdp=dict(pretrace_target=x_tar, exp_beta=beta))
-               for inh in (3.0, 4.0) for x_tar, beta in ((0.1, 2.0), (0.5, 1.0), (0.8, 1.0), (0.8, 2.0))]
-QUICK_GRID = DIGITS_GRID[:2]
+# Two families: set-to-1 pre-synaptic traces with a fixed inhibition, and
+# Diehl & Cook's additive traces with inhibition scaled to each neuron's
+# threshold and an input gain that makes the match a cosine similarity.
+_SET = [dict(neurons=dict(inhibition=inh), stdp=dict(pretrace_target=x_tar, exp_beta=beta))
+        for inh, x_tar, beta in ((4.0, 0.1, 2.0), (3.0, 0.5, 1.0))]
+_ADDITIVE = dict(inhibition=0.0, inhibition_rel=1.0, gain_power=1.0, a_pre=0.2)
+DIGITS_GRID = _SET + [
+    dict(neurons=dict(_ADDITIVE, **extra), stdp=dict(pretrace_target=x_tar, exp_beta=beta))
+    for extra, x_tar, beta in (({}, 0.2, 2.0), ({}, 0.3, 2.0), ({}, 0.2, 1.0), ({}, 0.3, 1.0),
+                               (dict(eta=0.02), 0.2, 2.0), (dict(gain_power=0.0), 0.2, 2.0))]
+QUICK_GRID = DIGITS_GRID[:1] + DIGITS_GRID[2:3]
 # 28x28 MNIST, scaled from Diehl & Cook: 350 ms presentations, 63.75 Hz at
 # full intensity, an L1 norm of 78 over 784 inputs. Not tuned here (no data).
 MNIST_GRID = [dict(neurons=dict(max_rate=0.06375, norm=78.0, theta_plus=0.05, eta=0.005,
@@ -386,6 +405,9 @@ def pictures(net, neurons, stdp, image, key, steps, side, out_dir, tag):
 # What the synapse file cannot hold: neuron parameters, thresholds, labels.
 # Not PATH.json, which is where a user naturally points --json.
 NETWORK_SUFFIX = ".network.json"
+# The test presentations draw their spikes from this stream of the seed, so
+# that --load with the same --seed reproduces the trained run's test accuracy.
+TEST_KEY = 4
 
 
 def main(argv=None):
@@ -430,7 +452,8 @@ def main(argv=None):
     nets = Network(state, jnp.asarray(extra["theta"], jnp.float32))
     batch = lambda tree: jax.tree.map(lambda x: jnp.asarray(x)[None], tree)
     acc, _ = evaluate(batch(nets), batch(neurons), batch(stdp), Xte, yte,
-                      np.asarray([extra["assignments"]]), key, steps, tqdm, "test (loaded)")
+                      np.asarray([extra["assignments"]]), jax.random.fold_in(key, TEST_KEY),
+                      steps, tqdm, "test (loaded)")
     result.update(test_accuracy=acc[0], loaded_from=args.load, wall_s=time.time() - t0)
     print(f"test accuracy of the saved network: {acc[0]:.4f}")
     _write(args.json, result)
@@ -457,7 +480,7 @@ def main(argv=None):
       jax.random.fold_in(key, 3), Xtr, ytr, args.neurons, neurons, stdp, args.epochs, steps, tqdm,
       "final", args.eta_decay)
   (test, test_beta0), n = evaluate(nets, neurons, stdp, Xte, yte, assignments,
-                                   jax.random.fold_in(key, 4), steps, tqdm, "test")
+                                   jax.random.fold_in(key, TEST_KEY), steps, tqdm, "test")
   sim_steps += n
   train_s = time.time() - t0
 

@@ -403,7 +403,7 @@ def main():
   targets = summarize(rows, mem)
   print("\ntargets (issue 5):")
   for t in targets:
-    print(f"  {t['target']:70s} {t['measured']:>8.2f}  {'met' if t['met'] else 'NOT met'}")
+    print(f"  {t['target']:86s} {t['measured']:>8.2f}  {'met' if t['met'] else 'NOT met'}")
   noisy = [r["variant"] for r in rows if r["noisy"]]
   if noisy:
     print(f"\nWARNING: {len(noisy)} rows had an IQR over {NOISY:.0%} of the median: the machine "

@@ -161,10 +161,10 @@ def scan_step(T, reps, rng, rate=0.05, shape=(784, 100)):
   seq = jax.tree.map(lambda *x: jnp.stack(x), *seq)
   state = new_state(shape, 1, rng, rate)
   cap = dict(max_pre=capacity(n_pre, rate), max_post=capacity(n_post, rate))
-  dense = (lambda s, x: expstdp.forward(s, PARAMS, x),
-           lambda s: expstdp.evolve(s, PARAMS, with_d_weights=False))
-  events = (lambda s, x: expstdp.forward_events(s, PARAMS, x, max_active=cap["max_pre"]),
-            lambda s: expstdp.evolve_events(s, PARAMS, with_d_weights=False, **cap))
+  dense_fns = (lambda s, x: expstdp.forward(s, PARAMS, x),
+               lambda s: expstdp.evolve(s, PARAMS, with_d_weights=False))
+  event_fns = (lambda s, x: expstdp.forward_events(s, PARAMS, x, max_active=cap["max_pre"]),
+               lambda s: expstdp.evolve_events(s, PARAMS, with_d_weights=False, **cap))
 
   def forward_then_evolve(fns, **jit_options):
     forward, evolve = fns
@@ -201,10 +201,10 @@ def scan_step(T, reps, rng, rate=0.05, shape=(784, 100)):
       "seed transcription in lax.scan": stateful(jax.jit(transcription), ref_carry),
       "seed transcription, CPU_SCAN_OPTIONS": stateful(
           jax.jit(transcription, compiler_options=CPU_SCAN_OPTIONS), ref_carry),
-      "dense, forward then evolve": stateful(forward_then_evolve(dense), state),
-      "events, forward then evolve": stateful(forward_then_evolve(events), state),
-      "events, evolve then forward": stateful(evolve_then_forward(events), state),
-      TUNED: stateful(evolve_then_forward(events, compiler_options=CPU_SCAN_OPTIONS), state),
+      "dense, forward then evolve": stateful(forward_then_evolve(dense_fns), state),
+      "events, forward then evolve": stateful(forward_then_evolve(event_fns), state),
+      "events, evolve then forward": stateful(evolve_then_forward(event_fns), state),
+      TUNED: stateful(evolve_then_forward(event_fns, compiler_options=CPU_SCAN_OPTIONS), state),
   }
   ngc = ngclearn_step(shape, seq, T)
   if ngc is None:

@@ -16,6 +16,23 @@ dense_evolve = jax.jit(expstdp.evolve, static_argnames="with_d_weights")
 event_evolve = jax.jit(expstdp.evolve_events, static_argnames=("max_pre", "max_post", "with_d_weights"))
 
 
+compact = jax.jit(events._compact, static_argnums=(1, 2))
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.sampled_from([1, 32, 33, 1100]), density=st.sampled_from([0.0, 0.03, 0.5, 1.0]),
+       seed=st.integers(0, 2**31))
+def test_compact_is_nonzero_and_counts(n, density, seed):
+  """Chunk boundaries, two levels of chunks, capacity overflow, none and all."""
+  active = np.random.default_rng(seed).uniform(size=n) < density
+  index, count = compact(active, 40, n)
+  expected = np.full(40, n)
+  found = np.flatnonzero(active)[:40]
+  expected[:len(found)] = found
+  np.testing.assert_array_equal(index, expected)
+  assert count == active.sum()
+
+
 def _case(seed, batch, rate, p_conn):
   rng = np.random.default_rng(seed)
   state = expstdp.init(jax.random.PRNGKey(seed % 1000), (N, M), batch_size=batch, p_conn=p_conn,

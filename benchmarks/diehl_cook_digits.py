@@ -429,6 +429,8 @@ def main(argv=None):
   parser.add_argument("--selection-draws", type=int, default=SELECTION_DRAWS,
                       help="trainings per candidate on the validation split, scores averaged")
   args = parser.parse_args(argv)
+  if args.selection_draws < 1:
+    parser.error(f"--selection-draws must be at least 1, got {args.selection_draws}")
   try:
     from tqdm import tqdm
   except ImportError:
@@ -465,8 +467,9 @@ def main(argv=None):
   # 1. Choose hyperparameters on a validation split of the training images.
   from sklearn.model_selection import train_test_split
   Xa, Xv, ya, yv = train_test_split(Xtr, ytr, test_size=0.23, stratify=ytr, random_state=0)
-  #    Each candidate trains `draws` times with its own randomness, all in one
-  #    vmap, and is scored by the mean: one draw's score moves by +-2 points.
+  #    Each candidate trains --selection-draws times from its own initial
+  #    weights (the input spikes are common to all), all in one vmap, and is
+  #    scored by the mean: one training's score moves by +-2 points.
   neurons, stdp = candidates(grid * args.selection_draws)
   nets, assignments, _, _ = train_and_assign(jax.random.fold_in(key, 1), Xa, ya, args.neurons,
                                              neurons, stdp, args.epochs, steps, tqdm, "select",

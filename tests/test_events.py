@@ -64,6 +64,21 @@ def test_evolve_events_equals_evolve(seed, batch, rate, p_conn, tau_w, capacity)
   np.testing.assert_array_equal(without.d_weights, state.d_weights)
 
 
+def test_vmap_over_populations_equals_a_loop():
+  """Populations that take different paths in one vmapped call: sparse, no
+  spikes, and over capacity (the dense fallback)."""
+  cases = [_case(seed, 1, rate, 1.0) for seed, rate in ((1, 0.1), (2, 0.0), (3, 1.0))]
+
+  def step(state, act):
+    state = expstdp.evolve_events(state, PARAMS, max_pre=4, max_post=4, **act)
+    return expstdp.forward_events(state, PARAMS, act["pre_spike"], max_active=4)
+
+  stack = lambda trees: jax.tree.map(lambda *x: jnp.stack(x), *trees)
+  vmapped = jax.jit(jax.vmap(step))(stack([s for s, _ in cases]), stack([a for _, a in cases]))
+  looped = stack([jax.jit(step)(s, a) for s, a in cases])
+  jax.tree.map(np.testing.assert_array_equal, vmapped, looped)
+
+
 def test_dense_fallback_in_blocks_that_do_not_divide_the_rows(monkeypatch):
   monkeypatch.setattr(events, "_BLOCK_ELEMENTS", 7 * M)  # blocks of 7 rows for 23 rows
   state, act = _case(5, 2, 0.5, 0.7)

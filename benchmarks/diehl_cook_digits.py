@@ -56,7 +56,7 @@ class Network(NamedTuple):
 
 
 ETA_DECAY = 0.5      # the learning rate halves every epoch
-SELECTION_DRAWS = 2  # trainings per candidate when choosing on the validation split
+SELECTION_DRAWS = 1  # trainings per candidate when choosing on the validation split
 MIN_SPIKES = 5       # fewer excitatory spikes than this: present again, brighter
 MAX_TRIES = 3
 
@@ -446,7 +446,7 @@ def main(argv=None):
     grid, steps, side, data = DIGITS_GRID, 100, 8, "sklearn load_digits, 1297 train / 500 test"
   if args.quick:
     Xtr, ytr, Xte, yte = Xtr[:400], ytr[:400], Xte[:200], yte[:200]
-    grid, args.epochs, args.selection_draws = QUICK_GRID, 1, 1
+    grid, args.epochs = QUICK_GRID, 1
   result = dict(data=data, neurons=args.neurons, steps_per_presentation=steps, quick=args.quick,
                 seed=args.seed, eta_decay_per_epoch=args.eta_decay)
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from expstdp.synapse import _apply_dW, _dW, _outputs, _scalar, _with_activity
+from expstdp.synapse import _apply_dW, _dW, _outputs, _scalar, _scale_and_bias, _with_activity
 from expstdp.types import ExpSTDPParams, SynapseState
 
 
@@ -71,13 +71,6 @@ def _cumsum(x: jax.Array) -> jax.Array:
     totals = within[:, -1]
     within = within + (_cumsum(totals) - totals)[:, None]
   return within.reshape(-1)[:n]
-
-
-def _active(spikes: jax.Array, capacity: int):
-  """Indices of the neurons that spiked in any batch element, padded with an
-  out-of-range index up to `capacity`, and whether they all fit."""
-  index, count = _compact(jnp.any(spikes != 0, axis=0), capacity, spikes.shape[1])
-  return index, count <= capacity
 
 
 def _check_capacity(name, value, limit):
@@ -172,21 +165,28 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
 
   W, D = jax.lax.fori_loop(0, jnp.where(dense, 0, n_cols), column, (W, D))
 
-  # Then the active rows, gathered from the updated W. The entries of active
-  # columns are done, so their dW is zeroed here (the clip leaves them as they
-  # are) rather than applied twice. After a dense fallback no row is taken.
-  rows = jnp.where(dense, n_pre, rows)
-  get = dict(mode="fill", fill_value=0)
-  W_rows = W.at[rows].get(**get)
-  dW_rows = _dW(params, W_rows, state.pre_spike.at[:, rows].get(**get),
-                state.pre_trace.at[:, rows].get(**get), state.post_spike, state.post_trace)
-  dW_rows = jnp.where(post_active, jnp.zeros((), W.dtype), dW_rows)
-  mask_rows = mask.at[rows].get(mode="fill", fill_value=False) if full_mask else mask
-  scatter = dict(mode="drop", unique_indices=True, indices_are_sorted=True)
-  W = W.at[rows].set(_apply_dW(params, W_rows, dW_rows, eta, mask_rows), **scatter)
+  # Then the active rows, one per trip: contiguous slices, as fast as XLA:CPU's
+  # gather and scatter at 100 columns and 2x faster at 1000 or more. The
+  # entries of active columns are done, so their dW is zeroed here (the clip
+  # leaves them as they are) rather than applied twice.
+  def row(k, carry):
+    W, D = carry
+    i = rows[k]
+    take = lambda x: jax.lax.dynamic_slice_in_dim(x, i, 1, axis=x.ndim - 1)
+    w = jax.lax.dynamic_slice_in_dim(W, i, 1, axis=0)
+    dW = _dW(params, w, take(state.pre_spike), take(state.pre_trace), state.post_spike,
+             state.post_trace)
+    dW = jnp.where(post_active, jnp.zeros((), W.dtype), dW)
+    m = jax.lax.dynamic_slice_in_dim(mask, i, 1, axis=0) if full_mask else mask
+    W = jax.lax.dynamic_update_slice_in_dim(W, _apply_dW(params, w, dW, eta, m), i, axis=0)
+    if D is not None:
+      d = jax.lax.dynamic_slice_in_dim(D, i, 1, axis=0)
+      D = jax.lax.dynamic_update_slice_in_dim(D, jnp.where(post_active, d, dW), i, axis=0)
+    return W, D
+
+  W, D = jax.lax.fori_loop(0, jnp.where(dense, 0, n_rows), row, (W, D))
   if D is None:
     return state._replace(weights=W)
-  D = D.at[rows].set(jnp.where(post_active, D.at[rows].get(**get), dW_rows), **scatter)
   return state._replace(weights=W, d_weights=D)
 
 
@@ -199,14 +199,21 @@ def forward_events(state: SynapseState, params: ExpSTDPParams, inputs=None, *,
   more than `max_active` (static) inputs are non-zero.
   """
   state = _with_activity(state, params, inputs=inputs)
-  max_active = _check_capacity("max_active", max_active, state.weights.shape[0])
-  rows, fits = _active(state.inputs, max_active)
+  n_pre, n_post = state.weights.shape
+  max_active = _check_capacity("max_active", max_active, n_pre)
+  rows, count = _compact(jnp.any(state.inputs != 0, axis=0), max_active, n_pre)
 
   def sparse(W, x):
-    x_rows = x.at[:, rows].get(mode="fill", fill_value=0)
-    return _outputs(params, W.at[rows].get(mode="fill", fill_value=0), x_rows, state.biases)
+    # The active rows, one per trip (as in evolve_events).
+    def add_row(k, total):
+      i = rows[k]
+      return total + (jax.lax.dynamic_slice_in_dim(x, i, 1, axis=1)
+                      * jax.lax.dynamic_slice_in_dim(W, i, 1, axis=0))
+    total = jax.lax.fori_loop(0, count, add_row, jnp.zeros((x.shape[0], n_post), W.dtype))
+    return _scale_and_bias(params, total, state.biases)
 
   def dense(W, x):
     return _outputs(params, W, x, state.biases)
 
-  return state._replace(outputs=jax.lax.cond(fits, sparse, dense, state.weights, state.inputs))
+  return state._replace(
+      outputs=jax.lax.cond(count <= max_active, sparse, dense, state.weights, state.inputs))

@@ -147,7 +147,11 @@ def forward(state: SynapseState, params: ExpSTDPParams, inputs=None) -> SynapseS
 def _outputs(params, weights, inputs, biases):
   outputs = jnp.matmul(inputs, weights, precision=jax.lax.Precision.HIGHEST,
                        out_sharding=_explicit_outputs_sharding(inputs, weights))
-  return outputs * _scalar(params.resist_scale, weights.dtype) + biases
+  return _scale_and_bias(params, outputs, biases)
+
+
+def _scale_and_bias(params, products, biases):
+  return products * _scalar(params.resist_scale, products.dtype) + biases
 
 
 def _explicit_outputs_sharding(inputs, weights):

@@ -151,7 +151,7 @@ def forward_events(n_pre, n_post, rate, reps, rng):
 # XLA:CPU's default scheduler orders a loop body for concurrency, and the
 # small operations of one step then hop between threads (~15 us a step at
 # 784 x 100 on 2 cores). README: "Fast scans on CPU".
-CPU_SCAN_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+CPU_SCAN_OPTIONS = expstdp.jitted.compiler_options()
 TUNED = "events, evolve then forward, CPU_SCAN_OPTIONS"
 
 

@@ -119,9 +119,8 @@ def test_evolving_before_the_next_forward_gives_the_same_simulation(event_driven
     final, outputs = jax.lax.scan(body, state, acts)
     return evolve(final), outputs
 
-  on_cpu = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
-  evolve_then_forward = jax.jit(
-      evolve_then_forward, compiler_options=on_cpu if jax.default_backend() == "cpu" else None)
+  evolve_then_forward = jax.jit(evolve_then_forward,
+                                compiler_options=expstdp.jitted.compiler_options())
 
   (want, want_out), (got, got_out) = forward_then_evolve(state), evolve_then_forward(state)
   assert np.any(want.weights != state.weights)

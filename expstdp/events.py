@@ -100,6 +100,9 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
     with_d_weights: static, as in `evolve`. Storing d_weights zeroes an
       (N, M) buffer every call; False skips it and keeps the cost
       proportional to the number of spikes.
+
+  Not reverse-mode differentiable under `jit` (its loops have traced trip
+  counts): take gradients through `evolve`.
   """
   state = _with_activity(state, params, pre_spike=pre_spike, pre_trace=pre_trace,
                          post_spike=post_spike, post_trace=post_trace)
@@ -204,16 +207,35 @@ def forward_events(state: SynapseState, params: ExpSTDPParams, inputs=None, *,
   rows, count = _compact(jnp.any(state.inputs != 0, axis=0), max_active, n_pre)
 
   def sparse(W, x):
-    # The active rows, one per trip (as in evolve_events).
-    def add_row(k, total):
-      i = rows[k]
-      return total + (jax.lax.dynamic_slice_in_dim(x, i, 1, axis=1)
-                      * jax.lax.dynamic_slice_in_dim(W, i, 1, axis=0))
-    total = jax.lax.fori_loop(0, count, add_row, jnp.zeros((x.shape[0], n_post), W.dtype))
-    return _scale_and_bias(params, total, state.biases)
+    return _scale_and_bias(params, _product_of_rows(x, W, rows, count), state.biases)
 
   def dense(W, x):
     return _outputs(params, W, x, state.biases)
 
   return state._replace(
       outputs=jax.lax.cond(count <= max_active, sparse, dense, state.weights, state.inputs))
+
+
+@jax.custom_vjp
+def _product_of_rows(x, W, rows, count):
+  """x @ W for an x (B, N) that is 0 outside rows[:count], one row of W per
+  loop trip (as in evolve_events). Its gradient is that of x @ W: reverse
+  mode cannot go through a loop whose trip count is traced."""
+  def add_row(k, total):
+    i = rows[k]
+    return total + (jax.lax.dynamic_slice_in_dim(x, i, 1, axis=1)
+                    * jax.lax.dynamic_slice_in_dim(W, i, 1, axis=0))
+  return jax.lax.fori_loop(0, count, add_row, jnp.zeros((x.shape[0], W.shape[1]), W.dtype))
+
+
+def _product_of_rows_fwd(x, W, rows, count):
+  return _product_of_rows(x, W, rows, count), (x, W)
+
+
+def _product_of_rows_bwd(residuals, g):
+  x, W = residuals
+  highest = jax.lax.Precision.HIGHEST
+  return jnp.matmul(g, W.T, precision=highest), jnp.matmul(x.T, g, precision=highest), None, None
+
+
+_product_of_rows.defvjp(_product_of_rows_fwd, _product_of_rows_bwd)

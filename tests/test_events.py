@@ -112,6 +112,23 @@ def test_forward_events_equals_forward():
       np.testing.assert_array_equal(got.inputs, inputs)
 
 
+def test_forward_events_gradients_are_those_of_forward():
+  """Reverse mode under jit, through the loop over active rows (custom VJP)."""
+  state, act = _case(5, 2, 0.2, 0.8)
+  inputs = act["pre_spike"] * np.float32(0.7)
+  target = np.random.default_rng(5).uniform(size=(2, M)).astype(np.float32)
+
+  def grads(forward):
+    def loss(W, x):
+      return jnp.sum((forward(state._replace(weights=W), PARAMS, x).outputs - target) ** 2)
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))(state.weights, inputs)
+
+  dense = grads(expstdp.forward)
+  for capacity in (2, N):  # the dense fallback, and the loop
+    sparse = grads(lambda s, p, x: expstdp.forward_events(s, p, x, max_active=capacity))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), sparse, dense)
+
+
 def test_capacities_are_checked():
   state, act = _case(0, 1, 0.1, 1.0)
   with pytest.raises(ValueError, match="max_pre must be a positive int"):

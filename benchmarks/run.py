@@ -203,6 +203,8 @@ def scan_step(T, reps, rng, rate=0.05, shape=(784, 100)):
           jax.jit(transcription, compiler_options=CPU_SCAN_OPTIONS), ref_carry),
       "dense, forward then evolve": stateful(forward_then_evolve(dense_fns), state),
       "events, forward then evolve": stateful(forward_then_evolve(event_fns), state),
+      "events, forward then evolve, CPU_SCAN_OPTIONS": stateful(
+          forward_then_evolve(event_fns, compiler_options=CPU_SCAN_OPTIONS), state),
       "events, evolve then forward": stateful(evolve_then_forward(event_fns), state),
       TUNED: stateful(evolve_then_forward(event_fns, compiler_options=CPU_SCAN_OPTIONS), state),
   }

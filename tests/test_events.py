@@ -112,8 +112,8 @@ def test_forward_events_equals_forward():
       np.testing.assert_array_equal(got.inputs, inputs)
 
 
-def test_forward_events_gradients_are_those_of_forward():
-  """Reverse mode under jit, through the loop over active rows (custom VJP)."""
+def test_forward_events_derivatives_are_those_of_forward():
+  """Reverse and forward mode under jit, through the loop over active rows."""
   state, act = _case(5, 2, 0.2, 0.8)
   inputs = act["pre_spike"] * np.float32(0.7)
   target = np.random.default_rng(5).uniform(size=(2, M)).astype(np.float32)
@@ -121,7 +121,9 @@ def test_forward_events_gradients_are_those_of_forward():
   def grads(forward):
     def loss(W, x):
       return jnp.sum((forward(state._replace(weights=W), PARAMS, x).outputs - target) ** 2)
-    return jax.jit(jax.grad(loss, argnums=(0, 1)))(state.weights, inputs)
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(state.weights, inputs)
+    tangents = (jnp.ones_like(state.weights), jnp.full_like(inputs, 0.5))
+    return grads, jax.jit(lambda *p: jax.jvp(loss, p, tangents))(state.weights, inputs)
 
   dense = grads(expstdp.forward)
   for capacity in (2, N):  # the dense fallback, and the loop

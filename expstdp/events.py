@@ -221,11 +221,15 @@ def _product_of_rows(x, W, rows, count):
   """x @ W for an x (B, N) that is 0 outside rows[:count], one row of W per
   loop trip (as in evolve_events). Its derivatives are those of x @ W: reverse
   mode cannot go through a loop whose trip count is traced."""
+  # Summed in at least float32, as a matmul of bfloat16 or float16 is.
+  acc = jnp.promote_types(W.dtype, jnp.float32)
+
   def add_row(k, total):
     i = rows[k]
-    return total + (jax.lax.dynamic_slice_in_dim(x, i, 1, axis=1)
-                    * jax.lax.dynamic_slice_in_dim(W, i, 1, axis=0))
-  return jax.lax.fori_loop(0, count, add_row, jnp.zeros((x.shape[0], W.shape[1]), W.dtype))
+    return total + (jax.lax.dynamic_slice_in_dim(x, i, 1, axis=1).astype(acc)
+                    * jax.lax.dynamic_slice_in_dim(W, i, 1, axis=0).astype(acc))
+  total = jax.lax.fori_loop(0, count, add_row, jnp.zeros((x.shape[0], W.shape[1]), acc))
+  return total.astype(W.dtype)
 
 
 @_product_of_rows.defjvp

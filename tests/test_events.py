@@ -131,6 +131,18 @@ def test_forward_events_derivatives_are_those_of_forward():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), sparse, dense)
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_forward_events_sums_low_precision_like_forward(dtype):
+  """As accurate as the dense matmul, which accumulates in float32."""
+  state = expstdp.init(jax.random.PRNGKey(0), (200, 30), dtype=dtype)
+  inputs = jnp.asarray(np.random.default_rng(0).uniform(size=(1, 200)) < 0.5, dtype)
+  exact = np.asarray(inputs, np.float64) @ np.asarray(state.weights, np.float64)
+  error = lambda out: np.abs(np.asarray(out, np.float64) - exact).max()
+  dense = error(expstdp.forward(state, PARAMS, inputs).outputs)
+  sparse = error(expstdp.forward_events(state, PARAMS, inputs, max_active=200).outputs)
+  assert sparse <= max(dense, float(jnp.finfo(dtype).eps) * np.abs(exact).max())
+
+
 def test_capacities_are_checked():
   state, act = _case(0, 1, 0.1, 1.0)
   with pytest.raises(ValueError, match="max_pre must be a positive int"):

@@ -10,11 +10,13 @@ need computing. Capacities are static (`max_pre`, `max_post`, `max_active`);
 when more neurons spike than fit, the dense computation runs instead.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from expstdp.synapse import _apply_dW, _dW, _outputs, _scalar, _scale_and_bias, _with_activity
+from expstdp.synapse import _apply_dW, _dW, _evolve, _scalar, _scale_and_bias, _with_activity
 from expstdp.types import ExpSTDPParams, SynapseState
 
 
@@ -101,14 +103,42 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
       (N, M) buffer every call; False skips it and keeps the cost
       proportional to the number of spikes.
 
-  Not reverse-mode differentiable under `jit` (its loops have traced trip
-  counts): take gradients through `evolve`.
+  Under `vmap` it runs the dense `evolve`: a loop whose trip count differs
+  between populations would select over all of W on every trip. Its
+  derivatives are those of `evolve` (computed densely).
   """
   state = _with_activity(state, params, pre_spike=pre_spike, pre_trace=pre_trace,
                          post_spike=post_spike, post_trace=post_trace)
   n_pre, n_post = state.weights.shape
   max_pre = _check_capacity("max_pre", max_pre, n_pre)
   max_post = _check_capacity("max_post", max_post, n_post)
+  dense = functools.partial(_evolve, with_d_weights=with_d_weights)
+
+  @jax.custom_jvp
+  @jax.custom_batching.custom_vmap
+  def events(state, params):
+    return _evolve_events(state, params, max_pre=max_pre, max_post=max_post,
+                          with_d_weights=with_d_weights)
+
+  @events.def_vmap
+  def dense_when_batched(axis_size, in_batched, state, params):
+    out = jax.vmap(dense, in_axes=_axes(in_batched), axis_size=axis_size)(state, params)
+    return out, jax.tree.map(lambda _: True, out)
+
+  # Reverse mode cannot go through a loop whose trip count is traced.
+  @events.defjvp
+  def dense_derivatives(primals, tangents):
+    return events(*primals), jax.jvp(dense, primals, tangents)[1]
+
+  return events(state, params)
+
+
+def _axes(in_batched):
+  return jax.tree.map(lambda batched: 0 if batched else None, in_batched)
+
+
+def _evolve_events(state, params, *, max_pre, max_post, with_d_weights):
+  n_pre, n_post = state.weights.shape
   pre_active = jnp.any(state.pre_spike != 0, axis=0)
   post_active = jnp.any(state.post_spike != 0, axis=0)
   rows, n_rows = _compact(pre_active, max_pre, n_pre)
@@ -202,25 +232,24 @@ def forward_events(state: SynapseState, params: ExpSTDPParams, inputs=None, *,
   more than `max_active` (static) inputs are non-zero.
   """
   state = _with_activity(state, params, inputs=inputs)
-  n_pre, n_post = state.weights.shape
+  n_pre = state.weights.shape[0]
   max_active = _check_capacity("max_active", max_active, n_pre)
   rows, count = _compact(jnp.any(state.inputs != 0, axis=0), max_active, n_pre)
+  return state._replace(outputs=_scale_and_bias(
+      params, _sparse_matmul(state.inputs, state.weights, rows, count), state.biases))
 
-  def sparse(W, x):
-    return _scale_and_bias(params, _product_of_rows(x, W, rows, count), state.biases)
 
-  def dense(W, x):
-    return _outputs(params, W, x, state.biases)
-
-  return state._replace(
-      outputs=jax.lax.cond(count <= max_active, sparse, dense, state.weights, state.inputs))
+def _matmul(x, W):
+  return jnp.matmul(x, W, precision=jax.lax.Precision.HIGHEST)
 
 
 @jax.custom_jvp
-def _product_of_rows(x, W, rows, count):
-  """x @ W for an x (B, N) that is 0 outside rows[:count], one row of W per
-  loop trip (as in evolve_events). Its derivatives are those of x @ W: reverse
-  mode cannot go through a loop whose trip count is traced."""
+@jax.custom_batching.custom_vmap
+def _sparse_matmul(x, W, rows, count):
+  """x @ W for an x (B, N) that is 0 outside rows[:count]: one row of W per
+  loop trip when they fit in `rows`, else the matmul. Under vmap, the matmul
+  (as in evolve_events). Its derivatives are those of x @ W: reverse mode
+  cannot go through a loop whose trip count is traced."""
   # Summed in at least float32, as a matmul of bfloat16 or float16 is.
   acc = jnp.promote_types(W.dtype, jnp.float32)
 
@@ -228,14 +257,21 @@ def _product_of_rows(x, W, rows, count):
     i = rows[k]
     return total + (jax.lax.dynamic_slice_in_dim(x, i, 1, axis=1).astype(acc)
                     * jax.lax.dynamic_slice_in_dim(W, i, 1, axis=0).astype(acc))
-  total = jax.lax.fori_loop(0, count, add_row, jnp.zeros((x.shape[0], W.shape[1]), acc))
-  return total.astype(W.dtype)
+
+  def rows_only(x, W):
+    total = jax.lax.fori_loop(0, count, add_row, jnp.zeros((x.shape[0], W.shape[1]), acc))
+    return total.astype(W.dtype)
+
+  return jax.lax.cond(count <= rows.shape[0], rows_only, _matmul, x, W)
 
 
-@_product_of_rows.defjvp
-def _product_of_rows_jvp(primals, tangents):
+@_sparse_matmul.def_vmap
+def _sparse_matmul_batched(axis_size, in_batched, x, W, rows, count):
+  return jax.vmap(_matmul, in_axes=_axes(in_batched[:2]), axis_size=axis_size)(x, W), True
+
+
+@_sparse_matmul.defjvp
+def _sparse_matmul_jvp(primals, tangents):
   x, W, rows, count = primals
   dx, dW, _, _ = tangents
-  highest = jax.lax.Precision.HIGHEST
-  return (_product_of_rows(x, W, rows, count),
-          jnp.matmul(dx, W, precision=highest) + jnp.matmul(x, dW, precision=highest))
+  return _sparse_matmul(x, W, rows, count), _matmul(dx, W) + _matmul(x, dW)

@@ -239,6 +239,10 @@ def evolve(state: SynapseState, params: ExpSTDPParams, *, pre_spike=None, pre_tr
   """
   state = _with_activity(state, params, pre_spike=pre_spike, pre_trace=pre_trace,
                          post_spike=post_spike, post_trace=post_trace)
+  return _evolve(state, params, with_d_weights=with_d_weights)
+
+
+def _evolve(state, params, *, with_d_weights):
   dW = _dW(params, state.weights, state.pre_spike, state.pre_trace, state.post_spike,
            state.post_trace)
   new_W = _apply_dW(params, state.weights, dW, state.eta, state.weight_mask)

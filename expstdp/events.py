@@ -125,10 +125,12 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
     out = jax.vmap(dense, in_axes=_axes(in_batched), axis_size=axis_size)(state, params)
     return out, jax.tree.map(lambda _: True, out)
 
-  # Reverse mode cannot go through a loop whose trip count is traced.
+  # Reverse mode cannot go through a loop whose trip count is traced. The
+  # dense tangents need the dense primal's intermediates, so its output
+  # serves as the primal too.
   @events.defjvp
   def dense_derivatives(primals, tangents):
-    return events(*primals), jax.jvp(dense, primals, tangents)[1]
+    return jax.jvp(dense, primals, tangents)
 
   return events(state, params)
 

@@ -176,6 +176,7 @@ def test_jitted_entry_points_update_in_place_and_match():
   copy = jax.tree.map(jnp.copy, state)
   got = expstdp.jitted.evolve(copy, PARAMS, **act)
   np.testing.assert_array_equal(got.weights, expected.weights)
+  np.testing.assert_array_equal(got.d_weights, expected.d_weights)
   assert copy.weights.is_deleted() and copy.d_weights.is_deleted()
   assert not copy.pre_spike.is_deleted()  # only W and dW are donated
   copy = jax.tree.map(jnp.copy, state)

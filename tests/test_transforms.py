@@ -34,6 +34,17 @@ def test_jit_equals_eager():
                expstdp.reset(eager), jax.jit(expstdp.reset)(eager))
 
 
+def test_compiler_options_change_no_bit():
+  """At a shape with full vectors and a remainder in every row."""
+  state = expstdp.init(jax.random.PRNGKey(3), (37, 301), batch_size=B, eta=0.7, p_conn=0.9)
+  act = random_activity(np.random.default_rng(3), B, 37, 301)
+  state = state._replace(**{k: jnp.asarray(v) for k, v in act.items()})
+  plain = jax.jit(_step)(state, PARAMS)
+  tuned = jax.jit(_step, compiler_options=expstdp.jitted.compiler_options())(state, PARAMS)
+  assert np.any(plain.weights != state.weights)
+  jax.tree.map(np.testing.assert_array_equal, tuned, plain)
+
+
 def test_new_hyperparameter_values_do_not_recompile():
   step = jax.jit(chex.assert_max_traces(_step, n=1))
   state = _state()

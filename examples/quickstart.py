@@ -18,7 +18,8 @@ def step(params, state, key):                              # one time step of on
                         pre_trace=trace(state.pre_trace, pre),
                         post_trace=trace(state.post_trace, post)), post.mean()
 
-simulate = jax.jit(jax.vmap(lambda p, s, k: jax.lax.scan(lambda s, k: step(p, s, k), s, jax.random.split(k, T))))
+run = jax.vmap(lambda p, s, k: jax.lax.scan(lambda s, k: step(p, s, k), s, jax.random.split(k, T)))
+simulate = jax.jit(run, compiler_options=expstdp.jitted.compiler_options())  # CPU tuning, or None
 states, rates = simulate(params, states, jax.random.split(jax.random.key(1), P))
 for i in range(0, P, 9):
   print(f"A_plus={params.A_plus[i]:.2f}  post rate={rates[i].mean():.3f}  mean W={states.weights[i].mean():.4f}")

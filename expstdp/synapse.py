@@ -231,7 +231,7 @@ def evolve(state: SynapseState, params: ExpSTDPParams, *, pre_spike=None, pre_tr
   Args:
     with_d_weights: static. False leaves `state.d_weights` as it was instead
       of storing dW: XLA:CPU writes dW in a second pass over memory (evolve
-      takes ~1.3x as long at 4096 x 4096), so skip it when unused.
+      takes ~1.5x as long at 4096 x 4096), so skip it when unused.
 
   Returns:
     `state` with new `weights` and `d_weights` (the raw dW), and any given

@@ -208,7 +208,8 @@ def _compiled_chunk(steps, plastic):
   if (steps, plastic) not in _CACHE:
     run = lambda net, neurons, stdp, images, keys, learn: run_images(
         net, neurons, stdp, images, keys, learn, steps, plastic)
-    _CACHE[steps, plastic] = jax.jit(jax.vmap(run, in_axes=(0, 0, 0, None, None, None)))
+    _CACHE[steps, plastic] = jax.jit(jax.vmap(run, in_axes=(0, 0, 0, None, None, None)),
+                                     compiler_options=expstdp.jitted.compiler_options())
   return _CACHE[steps, plastic]
 
 

@@ -13,6 +13,7 @@ functions: there XLA already updates the carry in place (and pass
 import functools
 
 import jax
+import numpy as np
 
 from expstdp import events, synapse
 
@@ -26,12 +27,29 @@ def compiler_options() -> dict | None:
   threads; the memory-optimised one keeps them on one. And XLA:CPU prefers
   256-bit vectors even where the CPU has 512-bit ones; the exponential of
   every weight, the cost of a dense evolve, runs ~1.5x faster on the wider
-  ones (benchmarks/README.md). Results are bit for bit the same.
+  ones (benchmarks/README.md). Results are bit for bit the same (tested).
+  An option that the installed XLA does not know is left out (the scheduler
+  option, for one, is not in jax 0.9.0).
   """
-  if jax.default_backend() != "cpu":
-    return None
-  return {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED",
-          "xla_cpu_prefer_vector_width": 512}
+  options = _cpu_options() if jax.default_backend() == "cpu" else None
+  return dict(options) if options else None  # a copy: the cached one stays as it is
+
+
+@functools.cache
+def _cpu_options():
+  wanted = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED",
+            "xla_cpu_prefer_vector_width": 512}
+  return {name: value for name, value in wanted.items() if _known(name, value)}
+
+
+def _known(name, value) -> bool:
+  try:
+    jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(compiler_options={name: value})
+  except Exception as e:  # XLA's error type differs between jax versions
+    if "No such compile option" in str(e):
+      return False
+    raise
+  return True
 
 
 def _in_place(fn, static_argnames=()):

@@ -45,6 +45,15 @@ def test_compiler_options_change_no_bit():
   jax.tree.map(np.testing.assert_array_equal, tuned, plain)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU options")
+def test_compiler_options_are_those_xla_accepts():
+  """An older jax whose XLA lacks an option must get the others, not a
+  compile error in every `expstdp.jitted` call."""
+  assert not expstdp.jitted._known("xla_cpu_no_such_option", 1)
+  assert expstdp.jitted._known("xla_cpu_prefer_vector_width", 512)
+  assert expstdp.jitted.compiler_options()["xla_cpu_prefer_vector_width"] == 512
+
+
 def test_new_hyperparameter_values_do_not_recompile():
   step = jax.jit(chex.assert_max_traces(_step, n=1))
   state = _state()

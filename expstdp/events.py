@@ -8,6 +8,12 @@ neurons that spiked (LTP and the x_tar term). Once every weight lies in
 unchanged (the clip is idempotent), so only the active rows and columns
 need computing. Capacities are static (`max_pre`, `max_post`, `max_active`);
 when more neurons spike than fit, the dense computation runs instead.
+
+The loops over active rows and columns run on CPU only. On other backends
+these functions compute densely (the same results): a GPU runs each trip of a
+loop with a traced trip count as separate kernels plus a copy of the loop
+condition to the host, some microseconds a trip, which for ~100 active
+neurons costs more than a dense evolve of millions of weights there.
 """
 
 import functools
@@ -103,8 +109,9 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
       (N, M) buffer every call; False skips it and keeps the cost
       proportional to the number of spikes.
 
-  Under `vmap` it runs the dense `evolve`: a loop whose trip count differs
-  between populations would select over all of W on every trip. Its
+  Under `vmap`, and on backends other than CPU, it runs the dense `evolve`: a
+  loop whose trip count differs between populations would select over all of
+  W on every trip (and see the module's docstring for other backends). Its
   derivatives are those of `evolve` (computed densely).
   """
   state = _with_activity(state, params, pre_spike=pre_spike, pre_trace=pre_trace,
@@ -117,8 +124,9 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
   @jax.custom_jvp
   @jax.custom_batching.custom_vmap
   def events(state, params):
-    return _evolve_events(state, params, max_pre=max_pre, max_post=max_post,
-                          with_d_weights=with_d_weights)
+    loops = functools.partial(_evolve_events, max_pre=max_pre, max_post=max_post,
+                              with_d_weights=with_d_weights)
+    return jax.lax.platform_dependent(state, params, cpu=loops, default=dense)
 
   @events.def_vmap
   def dense_when_batched(axis_size, in_batched, state, params):
@@ -231,7 +239,8 @@ def forward_events(state: SynapseState, params: ExpSTDPParams, inputs=None, *,
   batch element: for spike inputs, cost grows with the number of spikes.
 
   Equal to `forward` up to the order of the sum. Exact dense fallback when
-  more than `max_active` (static) inputs are non-zero.
+  more than `max_active` (static) inputs are non-zero; dense on backends
+  other than CPU (see the module's docstring).
   """
   state = _with_activity(state, params, inputs=inputs)
   n_pre = state.weights.shape[0]
@@ -249,8 +258,8 @@ def _matmul(x, W):
 @jax.custom_batching.custom_vmap
 def _sparse_matmul(x, W, rows, count):
   """x @ W for an x (B, N) that is 0 outside rows[:count]: one row of W per
-  loop trip when they fit in `rows`, else the matmul. Under vmap, the matmul
-  (as in evolve_events). Its derivatives are those of x @ W: reverse mode
+  loop trip when they fit in `rows`, else the matmul. Under vmap and off CPU,
+  the matmul (as in evolve_events). Its derivatives are those of x @ W: reverse mode
   cannot go through a loop whose trip count is traced."""
   # Summed in at least float32, as a matmul of bfloat16 or float16 is.
   acc = jnp.promote_types(W.dtype, jnp.float32)
@@ -264,7 +273,10 @@ def _sparse_matmul(x, W, rows, count):
     total = jax.lax.fori_loop(0, count, add_row, jnp.zeros((x.shape[0], W.shape[1]), acc))
     return total.astype(W.dtype)
 
-  return jax.lax.cond(count <= rows.shape[0], rows_only, _matmul, x, W)
+  def loop_or_matmul(x, W):
+    return jax.lax.cond(count <= rows.shape[0], rows_only, _matmul, x, W)
+
+  return jax.lax.platform_dependent(x, W, cpu=loop_or_matmul, default=_matmul)
 
 
 @_sparse_matmul.def_vmap

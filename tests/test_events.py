@@ -185,3 +185,19 @@ def test_jitted_entry_points_update_in_place_and_match():
   got = expstdp.jitted.forward(got, PARAMS, act["pre_spike"])
   got = expstdp.jitted.forward_events(got, PARAMS, act["pre_spike"], max_active=4)
   np.testing.assert_allclose(got.outputs, act["pre_spike"] @ expected.weights, rtol=1e-6)
+
+
+@pytest.mark.parametrize("platform", ["cpu", "cuda", "tpu"])
+def test_loops_only_on_cpu(platform):
+  """On an accelerator each trip of a loop is kernel launches and a host
+  round trip for its condition: there the functions must lower densely."""
+  state, act = _case(0, 1, 0.1, 1.0)
+  programs = [
+      jax.jit(lambda s: expstdp.evolve_events(s, PARAMS, max_pre=4, max_post=4)).trace(
+          state._replace(**act)),
+      jax.jit(lambda s: expstdp.forward_events(s, PARAMS, max_active=4)).trace(
+          state._replace(inputs=act["pre_spike"])),
+  ]
+  for traced in programs:
+    text = traced.lower(lowering_platforms=(platform,)).as_text()
+    assert ("stablehlo.while" in text) == (platform == "cpu")

@@ -259,6 +259,52 @@ def ngclearn_step(shape, seq, T):
   return run_T
 
 
+def network_step(T, reps, rng, rate=0.05, shape=(784, 100)):
+  """A scanned step of a small network, as research code writes it: forward,
+  a threshold neuron fed by the outputs, traces, evolve. Unlike the synapse
+  step above, evolve depends on this step's forward, and XLA:CPU then updates
+  W in place without copying it, so the natural order is not slowed down.
+  Every call starts from the same state (else the spike rates drift)."""
+  n_pre, n_post = shape
+  state = new_state(shape, 1, rng, rate)._replace(eta=jnp.float32(0.01))
+  state = expstdp.reset(state)
+  xs = jnp.asarray(rng.uniform(size=(T, 1, n_pre)) < rate, jnp.float32)
+  # A threshold that ~2.5% of the initial outputs exceed.
+  threshold = np.quantile(np.asarray(xs[:, 0] @ state.weights), 0.975)
+  cap = dict(max_pre=capacity(n_pre, rate), max_post=capacity(n_post, rate))
+  fns = {"dense": (lambda s, x: expstdp.forward(s, PARAMS, x),
+                   lambda s: expstdp.evolve(s, PARAMS, with_d_weights=False)),
+         "events": (lambda s, x: expstdp.forward_events(s, PARAMS, x, max_active=cap["max_pre"]),
+                    lambda s: expstdp.evolve_events(s, PARAMS, with_d_weights=False, **cap))}
+
+  def neuron(s, x):
+    post = (s.outputs > threshold).astype(jnp.float32)
+    trace = lambda t, spikes: expstdp.traces.update(t, spikes, dt=1.0, tau_tr=20.0, a_delta=1.0)
+    return s._replace(pre_spike=x, post_spike=post, pre_trace=trace(s.pre_trace, x),
+                      post_trace=trace(s.post_trace, post))
+
+  def simulation(kind, rotated, **jit_options):
+    forward, evolve = fns[kind]
+    if rotated:  # evolve with the previous step's activity, then forward
+      body = lambda s, x: (neuron(forward(evolve(s), x), x), s.post_spike[0])
+      run = lambda s: jax.lax.scan(body, s, xs)[0]
+    else:
+      body = lambda s, x: (evolve(neuron(forward(s, x), x)), s.post_spike[0])
+      run = lambda s: jax.lax.scan(body, s, xs)[0]
+    return functools.partial(jax.jit(run, **jit_options), state)
+
+  res = measure({
+      "dense, forward then evolve": simulation("dense", False),
+      "dense, forward then evolve, CPU_OPTIONS": simulation("dense", False, compiler_options=CPU_OPTIONS),
+      "dense, evolve then forward, CPU_OPTIONS": simulation("dense", True, compiler_options=CPU_OPTIONS),
+      "events, forward then evolve, CPU_OPTIONS": simulation("events", False, compiler_options=CPU_OPTIONS),
+      "events, evolve then forward, CPU_OPTIONS": simulation("events", True, compiler_options=CPU_OPTIONS),
+  }, rounds=reps, calls=2, warmup=1)
+  res = {k: dict(v, median_s=v["median_s"] / T) for k, v in res.items()}  # per step
+  return rows_for(res, "network step (forward, neuron, traces, evolve)", shape, 1,
+                  n_pre * n_post, reference="dense, forward then evolve")
+
+
 def populations(P, n, reps, rng):
   shape = (n, n)
   states = [new_state(shape, 1, rng, 0.05) for _ in range(P)]
@@ -409,6 +455,7 @@ def main():
       rows.append(dict(r, section="rate: " + r["section"]))
   print("synapse step in lax.scan ...", flush=True)
   rows += scan_step(50 if q else 200, reps, rng)
+  rows += network_step(50 if q else 200, reps, rng)
   print("vmapped populations ...", flush=True)
   rows += populations(256, 128, reps, rng)
   print("memory ...", flush=True)

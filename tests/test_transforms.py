@@ -34,11 +34,13 @@ def test_jit_equals_eager():
                expstdp.reset(eager), jax.jit(expstdp.reset)(eager))
 
 
-def test_compiler_options_change_no_bit():
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_compiler_options_change_no_bit(dtype):
   """At a shape with full vectors and a remainder in every row."""
-  state = expstdp.init(jax.random.PRNGKey(3), (37, 301), batch_size=B, eta=0.7, p_conn=0.9)
+  state = expstdp.init(jax.random.PRNGKey(3), (37, 301), batch_size=B, eta=0.7, p_conn=0.9,
+                       dtype=dtype)
   act = random_activity(np.random.default_rng(3), B, 37, 301)
-  state = state._replace(**{k: jnp.asarray(v) for k, v in act.items()})
+  state = state._replace(**{k: jnp.asarray(v, dtype) for k, v in act.items()})
   plain = jax.jit(_step)(state, PARAMS)
   tuned = jax.jit(_step, compiler_options=expstdp.jitted.compiler_options())(state, PARAMS)
   assert np.any(plain.weights != state.weights)

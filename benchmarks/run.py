@@ -286,11 +286,10 @@ def network_step(T, reps, rng, rate=0.05, shape=(784, 100)):
   def simulation(kind, rotated, **jit_options):
     forward, evolve = fns[kind]
     if rotated:  # evolve with the previous step's activity, then forward
-      body = lambda s, x: (neuron(forward(evolve(s), x), x), s.post_spike[0])
-      run = lambda s: jax.lax.scan(body, s, xs)[0]
+      run = lambda s: evolve(jax.lax.scan(
+          lambda s, x: (neuron(forward(evolve(s), x), x), None), s, xs)[0])
     else:
-      body = lambda s, x: (evolve(neuron(forward(s, x), x)), s.post_spike[0])
-      run = lambda s: jax.lax.scan(body, s, xs)[0]
+      run = lambda s: jax.lax.scan(lambda s, x: (evolve(neuron(forward(s, x), x)), None), s, xs)[0]
     return functools.partial(jax.jit(run, **jit_options), state)
 
   res = measure({

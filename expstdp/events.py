@@ -46,23 +46,18 @@ def clip_weights(state: SynapseState, params: ExpSTDPParams) -> SynapseState:
 def _compact(active: jax.Array, size: int, fill_value: int):
   """`jnp.nonzero(active, size=size, fill_value=fill_value)[0]` for a 1-D
   bool `active`, and the number of True entries."""
-  def anywhere():
+  n = active.shape[0]
+  if n >= 2**24:  # float32 counts would round
     index = jnp.nonzero(active, size=size, fill_value=fill_value)[0]
     return index, jnp.sum(active, dtype=jnp.int32)
-
-  def cpu():
-    # On XLA:CPU jnp.nonzero's cumulative sum is ~9 tiny kernels (7 us at 784
-    # neurons, 70 us at 6400, much of a scanned step); as matmuls it is two or
-    # three. Each True entry is then written to its rank.
-    rank = _cumsum(active.astype(jnp.float32)).astype(jnp.int32)
-    n = active.shape[0]
-    index = jnp.full((size,), fill_value, jnp.int32).at[jnp.where(active, rank - 1, size)].set(
-        jnp.arange(n, dtype=jnp.int32), mode="drop")
-    return index, rank[-1]
-
-  if active.shape[0] >= 2**24:  # float32 counts would round
-    return anywhere()
-  return jax.lax.platform_dependent(cpu=cpu, default=anywhere)
+  # On XLA:CPU (the only backend that runs the loops these indices feed)
+  # jnp.nonzero's cumulative sum is ~9 tiny kernels (7 us at 784 neurons,
+  # 70 us at 6400, much of a scanned step); as matmuls it is two or three.
+  # Each True entry is then written to its rank.
+  rank = _cumsum(active.astype(jnp.float32)).astype(jnp.int32)
+  index = jnp.full((size,), fill_value, jnp.int32).at[jnp.where(active, rank - 1, size)].set(
+      jnp.arange(n, dtype=jnp.int32), mode="drop")
+  return index, rank[-1]
 
 
 def _cumsum(x: jax.Array) -> jax.Array:

@@ -116,6 +116,7 @@ def test_eta_scales_the_step(seed, p, eta1, eta2):
   dW = np.asarray(compute_dW(p, W, **act), np.float64)
   for eta in (eta1, eta2):
     new = np.asarray(evolve(_state(W, act, eta), p).weights)
+    eta = float(np.float32(eta))  # the state holds eta in the weights' dtype
     free = W + eta * dW > 0  # entries the clip at 0 did not touch
     # W' = fl(W + fl(eta dW)): exact up to half an ulp of each of the two roundings.
     ulps = np.spacing(np.abs(np.float32(eta * dW))) + np.spacing(np.abs(new))

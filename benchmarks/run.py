@@ -447,6 +447,8 @@ def main():
   reps = 2 if q else 6
   t0 = time.time()
   rows = []
+  if os.environ.get("XLA_FLAGS"):  # process-wide XLA options change every row
+    print(f"XLA_FLAGS={os.environ['XLA_FLAGS']}")
   print("dense evolve ...", flush=True)
   dense_rows, ceiling = dense(1024 if q else 4096, reps, rng)
   rows += dense_rows
@@ -483,7 +485,8 @@ def main():
           "was too noisy to trust those numbers; rerun.")
   result = dict(machine=dict(platform=platform.platform(), processor=platform.processor(),
                              cpus=os.cpu_count(), jax=jax.__version__,
-                             device=str(jax.devices()[0])),
+                             device=str(jax.devices()[0]),
+                             xla_flags=os.environ.get("XLA_FLAGS", "")),
                 quick=q, wall_s=time.time() - t0, ceilings=ceiling, memory=mem, targets=targets,
                 rows=rows)
   for path in (args.json, args.plot):

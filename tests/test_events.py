@@ -1,5 +1,9 @@
 """The event-driven functions return what the dense ones return."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -201,3 +205,40 @@ def test_loops_only_on_cpu(platform):
   for traced in programs:
     text = traced.lower(lowering_platforms=(platform,)).as_text()
     assert ("stablehlo.while" in text) == (platform == "cpu")
+
+
+# README, "Fast scans on CPU": the XLA_FLAGS for scanned event-driven networks.
+SMALL_LOOPS = "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=65536"
+SCANNED_NETWORK = """
+import sys, jax, jax.numpy as jnp, numpy as np, expstdp
+p = expstdp.ExpSTDPParams(A_plus=1.0, A_minus=0.5, exp_beta=2.0, pretrace_target=0.1)
+s = expstdp.clip_weights(expstdp.init(jax.random.key(0), (784, 100), eta=0.05), p)
+xs = jnp.asarray(np.random.default_rng(0).uniform(size=(30, 1, 784)) < 0.05, jnp.float32)
+def body(s, x):
+  s = expstdp.forward_events(s, p, x, max_active=64)
+  post = (s.outputs > jnp.linspace(18.0, 30.0, 100)).astype(jnp.float32)
+  s = s._replace(pre_spike=x, post_spike=post, pre_trace=0.9 * s.pre_trace + x,
+                 post_trace=0.9 * s.post_trace + post)
+  return expstdp.evolve_events(s, p, max_pre=64, max_post=16), post.sum()
+run = jax.jit(lambda s: jax.lax.scan(body, s, xs), compiler_options=expstdp.jitted.compiler_options())
+(s, spikes), text = run(s), run.lower(s).compile().as_text()
+np.savez(sys.argv[1], weights=s.weights, spikes=spikes,
+         small_calls=text.count('xla_cpu_small_call="true"'))
+"""
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU option")
+def test_small_loop_flag_changes_no_bit(tmp_path):
+  """With SMALL_LOOPS, XLA:CPU compiles the three event loops of a step as
+  single calls instead of kernels per trip; the simulation is bit for bit the
+  same."""
+  out = {}
+  for name, flags in (("plain", ""), ("small", SMALL_LOOPS)):
+    env = dict(os.environ, XLA_FLAGS=flags)
+    subprocess.run([sys.executable, "-c", SCANNED_NETWORK, str(tmp_path / f"{name}.npz")],
+                   env=env, check=True, timeout=300)
+    out[name] = np.load(tmp_path / f"{name}.npz")
+  assert out["plain"]["small_calls"] == 0 and out["small"]["small_calls"] == 3
+  assert 0 < out["plain"]["spikes"].sum() < 30 * 100 / 4
+  np.testing.assert_array_equal(out["small"]["weights"], out["plain"]["weights"])
+  np.testing.assert_array_equal(out["small"]["spikes"], out["plain"]["spikes"])

@@ -220,7 +220,8 @@ def body(s, x):
   s = s._replace(pre_spike=x, post_spike=post, pre_trace=0.9 * s.pre_trace + x,
                  post_trace=0.9 * s.post_trace + post)
   return expstdp.evolve_events(s, p, max_pre=64, max_post=16), post.sum()
-run = jax.jit(lambda s: jax.lax.scan(body, s, xs), compiler_options=expstdp.jitted.compiler_options())
+run = jax.jit(lambda s: jax.lax.scan(body, s, xs),
+              compiler_options=expstdp.jitted.compiler_options())
 (s, spikes), text = run(s), run.lower(s).compile().as_text()
 np.savez(sys.argv[1], weights=s.weights, spikes=spikes,
          small_calls=text.count('xla_cpu_small_call="true"'))
@@ -238,7 +239,9 @@ def test_small_loop_flag_changes_no_bit(tmp_path):
     subprocess.run([sys.executable, "-c", SCANNED_NETWORK, str(tmp_path / f"{name}.npz")],
                    env=env, check=True, timeout=300)
     out[name] = np.load(tmp_path / f"{name}.npz")
-  assert out["plain"]["small_calls"] == 0 and out["small"]["small_calls"] == 3
+  # The forward's loop over active inputs, evolve's over active columns and rows.
+  assert out["small"]["small_calls"] >= 3
+  assert out["plain"]["small_calls"] == 0
   assert 0 < out["plain"]["spikes"].sum() < 30 * 100 / 4
   np.testing.assert_array_equal(out["small"]["weights"], out["plain"]["weights"])
   np.testing.assert_array_equal(out["small"]["spikes"], out["plain"]["spikes"])

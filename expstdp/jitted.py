@@ -13,9 +13,8 @@ functions: there XLA already updates the carry in place (and pass
 import functools
 
 import jax
-import numpy as np
 
-from expstdp import events, synapse
+from expstdp import backend, events, synapse
 
 
 def compiler_options() -> dict | None:
@@ -41,17 +40,7 @@ def compiler_options() -> dict | None:
 def _cpu_options():
   wanted = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED",
             "xla_cpu_prefer_vector_width": 512}
-  return {name: value for name, value in wanted.items() if _known(name, value)}
-
-
-def _known(name, value) -> bool:
-  try:
-    jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(compiler_options={name: value})
-  except Exception as e:  # XLA's error type differs between jax versions
-    if "No such compile option" in str(e):
-      return False
-    raise
-  return True
+  return {name: value for name, value in wanted.items() if backend.accepts_option(name, value)}
 
 
 def _in_place(fn, static_argnames=()):

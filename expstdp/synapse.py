@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from expstdp import initializers
+from expstdp import backend, initializers
 from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.validation import check_activity, check_array, check_state, validate_params
 
@@ -243,9 +243,17 @@ def evolve(state: SynapseState, params: ExpSTDPParams, *, pre_spike=None, pre_tr
 
 
 def _evolve(state, params, *, with_d_weights):
-  dW = _dW(params, state.weights, state.pre_spike, state.pre_trace, state.post_spike,
-           state.post_trace)
-  new_W = _apply_dW(params, state.weights, dW, state.eta, state.weight_mask)
+  operands = (state.weights, state.pre_spike, state.pre_trace, state.post_spike,
+              state.post_trace)
+  dW = _dW(params, *operands)
+  dW_for_W = dW
+  if with_d_weights and backend.fuses_siblings():
+    # XLA:CPU's multi-output fusion writes W' and dW in one pass over memory
+    # only if they are siblings, two loops reading W, not a loop producing dW
+    # and one consuming it. So W' gets a dW of its own, computed again (the
+    # same bits) from copies that XLA cannot merge with the first.
+    dW_for_W = _dW(params, *jax.lax.optimization_barrier(operands))
+  new_W = _apply_dW(params, state.weights, dW_for_W, state.eta, state.weight_mask)
   return state._replace(weights=new_W, d_weights=dW if with_d_weights else state.d_weights)
 
 

@@ -1,5 +1,9 @@
 """jit, vmap, scan and grad: the functions compose with JAX's transforms."""
 
+import os
+import subprocess
+import sys
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -51,8 +55,8 @@ def test_compiler_options_change_no_bit(dtype):
 def test_compiler_options_are_those_xla_accepts():
   """An older jax whose XLA lacks an option must get the others, not a
   compile error in every `expstdp.jitted` call."""
-  assert not expstdp.jitted._known("xla_cpu_no_such_option", 1)
-  assert expstdp.jitted._known("xla_cpu_prefer_vector_width", 512)
+  assert not expstdp.backend.accepts_option("xla_cpu_no_such_option", 1)
+  assert expstdp.backend.accepts_option("xla_cpu_prefer_vector_width", 512)
   assert expstdp.jitted.compiler_options()["xla_cpu_prefer_vector_width"] == 512
 
 
@@ -148,3 +152,56 @@ def test_evolving_before_the_next_forward_gives_the_same_simulation(event_driven
   assert np.any(want.weights != state.weights)
   np.testing.assert_array_equal(got_out, want_out)
   jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
+def test_evolve_for_multi_output_fusion_changes_no_bit(monkeypatch):
+  """Where XLA fuses sibling loops, evolve computes dW a second time for W'
+  (expstdp.backend.fuses_siblings): the same values and derivatives."""
+  state = _state()._replace(weight_mask=jnp.ones((1, 1), bool))
+
+  def loss(W):
+    out = expstdp.evolve(state._replace(weights=W), PARAMS)
+    return jnp.sum(out.weights ** 2) + jnp.sum(out.d_weights)
+
+  want = jax.jit(lambda s: expstdp.evolve(s, PARAMS))(state)
+  want_grad = jax.jit(jax.grad(loss))(state.weights)
+  monkeypatch.setattr(expstdp.backend, "fuses_siblings", lambda: True)
+  assert "optimization_barrier" in str(jax.make_jaxpr(lambda s: expstdp.evolve(s, PARAMS))(state))
+  got = jax.jit(lambda s: expstdp.evolve(s, PARAMS))(state)
+  got_grad = jax.jit(jax.grad(lambda W: loss(W)))(state.weights)
+  jax.tree.map(np.testing.assert_array_equal, got, want)
+  np.testing.assert_allclose(got_grad, want_grad, rtol=1e-6)
+  assert np.any(got_grad != 0)
+
+
+# README, "Performance": the XLA_FLAGS under which evolve keeps d_weights in one pass.
+MULTI_OUTPUT = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion=true"
+EVOLVE_KEEPING_DW = r"""
+import re, sys, jax, jax.numpy as jnp, numpy as np, expstdp
+p = expstdp.ExpSTDPParams(A_plus=0.9, A_minus=0.6, exp_beta=1.3, pretrace_target=0.2)
+rng = np.random.default_rng(0)
+s = expstdp.init(jax.random.key(0), (64, 300), batch_size=2, eta=0.1)
+s = s._replace(**{k: jnp.asarray(rng.uniform(size=getattr(s, k).shape) < 0.3, jnp.float32)
+                  for k in ("pre_spike", "post_spike")},
+               **{k: jnp.asarray(rng.uniform(size=getattr(s, k).shape), jnp.float32)
+                  for k in ("pre_trace", "post_trace")})
+text = jax.jit(lambda s: expstdp.evolve(s, p)).lower(s).compile().as_text()
+one_pass = re.search(r"fusion[.\d]* = \(f32\[64,300\]\{1,0\}, f32\[64,300\]", text) is not None
+out = expstdp.jitted.evolve(s, p)
+np.savez(sys.argv[1], weights=out.weights, d_weights=out.d_weights,
+         siblings=expstdp.backend.fuses_siblings(), one_pass=one_pass)
+"""
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU option")
+def test_multi_output_fusion_writes_W_and_dW_in_one_pass(tmp_path):
+  out = {}
+  for name, flags in (("plain", ""), ("fused", MULTI_OUTPUT)):
+    env = dict(os.environ, XLA_FLAGS=flags)
+    subprocess.run([sys.executable, "-c", EVOLVE_KEEPING_DW, str(tmp_path / f"{name}.npz")],
+                   env=env, check=True, timeout=300)
+    out[name] = np.load(tmp_path / f"{name}.npz")
+  assert not out["plain"]["siblings"] and not out["plain"]["one_pass"]
+  assert out["fused"]["siblings"] and out["fused"]["one_pass"]
+  np.testing.assert_array_equal(out["fused"]["weights"], out["plain"]["weights"])
+  np.testing.assert_array_equal(out["fused"]["d_weights"], out["plain"]["d_weights"])

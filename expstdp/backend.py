@@ -1,0 +1,37 @@
+"""What the installed XLA does, probed once on tiny programs, so that the rule
+is compiled the way that is fastest there and runs on every jax the project
+supports."""
+
+import functools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def accepts_option(name: str, value) -> bool:
+  """Whether `jax.jit(..., compiler_options={name: value})` compiles."""
+  try:
+    jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(compiler_options={name: value})
+  except Exception as e:  # XLA's error type differs between jax versions
+    if "No such compile option" in str(e):
+      return False
+    raise
+  return True
+
+
+@functools.cache
+def fuses_siblings() -> bool:
+  """Whether XLA:CPU fuses two loops over the same array into one loop with
+  two outputs. It does only when started with
+  XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion=true,
+  a process-wide setting that no `jit` option can carry. False off CPU."""
+  if jax.default_backend() != "cpu":
+    return False
+
+  def siblings(x):
+    return jnp.exp(x) * 2, jnp.exp(jax.lax.optimization_barrier(x)) + 1
+
+  text = jax.jit(siblings).lower(np.zeros((64, 64), np.float32)).compile().as_text()
+  return re.search(r"fusion[.\d]* = \(f32\[64,64\]", text) is not None

@@ -101,28 +101,36 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
   n_pre, n_post = state.weights.shape
   max_pre = _check_capacity("max_pre", max_pre, n_pre)
   max_post = _check_capacity("max_post", max_post, n_post)
+  loops = functools.partial(_evolve_events, max_pre=max_pre, max_post=max_post,
+                            with_d_weights=with_d_weights)
   dense = functools.partial(_evolve, with_d_weights=with_d_weights)
+  return _loops_on_cpu(loops, dense)(state, params)
+
+
+def _loops_on_cpu(loops, dense):
+  """A function that runs `loops` on CPU and `dense` (the same results) on
+  other backends, under vmap and for derivatives."""
 
   @jax.custom_jvp
   @jax.custom_batching.custom_vmap
-  def events(state, params):
-    loops = functools.partial(_evolve_events, max_pre=max_pre, max_post=max_post,
-                              with_d_weights=with_d_weights)
-    return jax.lax.platform_dependent(state, params, cpu=loops, default=dense)
+  def f(*args):
+    return jax.lax.platform_dependent(*args, cpu=loops, default=dense)
 
-  @events.def_vmap
-  def dense_when_batched(axis_size, in_batched, state, params):
-    out = jax.vmap(dense, in_axes=_axes(in_batched), axis_size=axis_size)(state, params)
+  # A loop whose trip count differs between populations would select over
+  # all of W on every trip.
+  @f.def_vmap
+  def dense_when_batched(axis_size, in_batched, *args):
+    out = jax.vmap(dense, in_axes=tuple(_axes(in_batched)), axis_size=axis_size)(*args)
     return out, jax.tree.map(lambda _: True, out)
 
   # Reverse mode cannot go through a loop whose trip count is traced. The
   # dense tangents need the dense primal's intermediates, so its output
   # serves as the primal too.
-  @events.defjvp
+  @f.defjvp
   def dense_derivatives(primals, tangents):
     return jax.jvp(dense, primals, tangents)
 
-  return events(state, params)
+  return f
 
 
 def _axes(in_batched):
@@ -237,26 +245,10 @@ def _matmul(x, W):
 
 def _sparse_matmul(x, W, max_active):
   """x @ W, one row of W per non-zero column of x (B, N) when at most
-  `max_active` are, else the matmul. Under vmap and off CPU, the matmul (as
-  in evolve_events). Its derivatives are those of x @ W: reverse mode cannot
-  go through a loop whose trip count is traced."""
-
-  @jax.custom_jvp
-  @jax.custom_batching.custom_vmap
-  def matmul(x, W):
-    rows_or_matmul = functools.partial(_rows_or_matmul, max_active=max_active)
-    return jax.lax.platform_dependent(x, W, cpu=rows_or_matmul, default=_matmul)
-
-  @matmul.def_vmap
-  def dense_when_batched(axis_size, in_batched, x, W):
-    return jax.vmap(_matmul, in_axes=_axes(in_batched), axis_size=axis_size)(x, W), True
-
-  @matmul.defjvp
-  def dense_derivatives(primals, tangents):
-    (x, W), (dx, dW) = primals, tangents
-    return matmul(x, W), _matmul(dx, W) + _matmul(x, dW)
-
-  return matmul(x, W)
+  `max_active` are, else the matmul; dense under vmap, off CPU and for
+  derivatives, as in evolve_events."""
+  rows_or_matmul = functools.partial(_rows_or_matmul, max_active=max_active)
+  return _loops_on_cpu(rows_or_matmul, _matmul)(x, W)
 
 
 def _rows_or_matmul(x, W, *, max_active):

@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -17,3 +19,12 @@ def random_activity(rng: np.random.Generator, batch: int, n_pre: int, n_post: in
       post_spike=(rng.uniform(size=(batch, n_post)) < rate).astype(dtype),
       post_trace=rng.uniform(0, 1.5, (batch, n_post)).astype(dtype),
   )
+
+
+def run_with_xla_flags(script: str, flags: str, path) -> dict:
+  """Runs `script` (which saves an .npz to sys.argv[1]) in a fresh Python
+  whose XLA_FLAGS are `flags`, as a process-wide XLA setting must be set
+  before JAX starts; returns what it saved."""
+  subprocess.run([sys.executable, "-c", script, str(path)],
+                 env=dict(os.environ, XLA_FLAGS=flags), check=True, timeout=300)
+  return dict(np.load(path))

@@ -1,9 +1,5 @@
 """The event-driven functions return what the dense ones return."""
 
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 import expstdp
 from expstdp import events
+from conftest import run_with_xla_flags
 
 N, M = 23, 17
 PARAMS = expstdp.ExpSTDPParams(A_plus=1.0, A_minus=0.6, exp_beta=2.0, pretrace_target=0.2)
@@ -233,12 +230,8 @@ def test_small_loop_flag_changes_no_bit(tmp_path):
   """With SMALL_LOOPS, XLA:CPU compiles the three event loops of a step as
   single calls instead of kernels per trip; the simulation is bit for bit the
   same."""
-  out = {}
-  for name, flags in (("plain", ""), ("small", SMALL_LOOPS)):
-    env = dict(os.environ, XLA_FLAGS=flags)
-    subprocess.run([sys.executable, "-c", SCANNED_NETWORK, str(tmp_path / f"{name}.npz")],
-                   env=env, check=True, timeout=300)
-    out[name] = np.load(tmp_path / f"{name}.npz")
+  out = {name: run_with_xla_flags(SCANNED_NETWORK, flags, tmp_path / f"{name}.npz")
+         for name, flags in (("plain", ""), ("small", SMALL_LOOPS))}
   # The forward's loop over active inputs, evolve's over active columns and
   # rows (the loops that find the active neurons are single calls already).
   assert out["small"]["small_calls"] - out["plain"]["small_calls"] == 3

@@ -1,9 +1,5 @@
 """jit, vmap, scan and grad: the functions compose with JAX's transforms."""
 
-import os
-import subprocess
-import sys
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -11,7 +7,7 @@ import numpy as np
 import pytest
 
 import expstdp
-from conftest import random_activity
+from conftest import random_activity, run_with_xla_flags
 
 N, M, B = 6, 5, 2
 PARAMS = expstdp.ExpSTDPParams(A_plus=0.9, A_minus=0.6, exp_beta=1.3, pretrace_target=0.2,
@@ -195,12 +191,8 @@ np.savez(sys.argv[1], weights=out.weights, d_weights=out.d_weights,
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU option")
 def test_multi_output_fusion_writes_W_and_dW_in_one_pass(tmp_path):
-  out = {}
-  for name, flags in (("plain", ""), ("fused", MULTI_OUTPUT)):
-    env = dict(os.environ, XLA_FLAGS=flags)
-    subprocess.run([sys.executable, "-c", EVOLVE_KEEPING_DW, str(tmp_path / f"{name}.npz")],
-                   env=env, check=True, timeout=300)
-    out[name] = np.load(tmp_path / f"{name}.npz")
+  out = {name: run_with_xla_flags(EVOLVE_KEEPING_DW, flags, tmp_path / f"{name}.npz")
+         for name, flags in (("plain", ""), ("fused", MULTI_OUTPUT))}
   assert not out["plain"]["siblings"] and not out["plain"]["one_pass"]
   assert out["fused"]["siblings"] and out["fused"]["one_pass"]
   np.testing.assert_array_equal(out["fused"]["weights"], out["plain"]["weights"])

@@ -63,6 +63,41 @@ def _compact(active: jax.Array, size: int, fill_value: int):
   return jnp.where(jnp.arange(size) < count, index[:size], fill_value), count
 
 
+# XLA:CPU compiles a while loop that touches fewer bytes per trip than this
+# (its default xla_cpu_small_while_loop_byte_threshold) into a single call, and
+# runs every trip of a larger one as separate kernels, ~0.1-0.3 us each. A
+# trip's indices and scalars stay under the margin (measured: 150-200 bytes).
+_SMALL_LOOP_BYTES, _MARGIN = 1024, 200
+
+
+def _piece(length: int, bytes_per_element: int) -> int:
+  """How many elements of a row of W one loop trip takes: the largest
+  divisor of `length` that keeps a trip under XLA:CPU's small-loop
+  threshold, or the whole row when that divisor would be under a quarter of
+  what fits (a prime length, say: trips too short to pay)."""
+  fits = max(1, (_SMALL_LOOP_BYTES - _MARGIN) // bytes_per_element)
+  if length <= fits:
+    return length
+  best = max(d for d in range(1, fits + 1) if length % d == 0)
+  return best if 4 * best >= fits else length
+
+
+def _in_pieces(W, batch):
+  """Whether rows go in pieces: in float32 with one or two batch elements (a
+  scanned step; evolve also needs dW not kept). Otherwise XLA counts a trip
+  at several times the bytes of its slices (narrower dtypes are computed in
+  float32), and pieces that fit would be too short to pay."""
+  return W.dtype == jnp.float32 and batch <= 2
+
+
+def _rows_in_pieces(count, n_post, piece, body, carry):
+  """`body(k, start, carry)` for active rows k < count (traced) and starts
+  0, piece, ... < n_post: one piece of one row per loop trip."""
+  pieces = n_post // piece
+  return jax.lax.fori_loop(0, count * pieces,
+                           lambda t, c: body(t // pieces, (t % pieces) * piece, c), carry)
+
+
 def _check_capacity(name, value, limit):
   if not isinstance(value, (int, np.integer)) or not 1 <= value:
     raise ValueError(f"{name} must be a positive int (a static capacity), got {value!r}.")
@@ -146,6 +181,7 @@ def _evolve_events(state, params, *, max_pre, max_post, with_d_weights):
   decays = _scalar(params.tau_w, state.weights.dtype) != 0
   dense = (n_rows > max_pre) | (n_cols > max_post) | decays
   W, mask, eta = state.weights, state.weight_mask, state.eta
+  batch = state.pre_spike.shape[0]
   D = jnp.zeros_like(W) if with_d_weights else None
   full_mask = mask.shape != (1, 1)
 
@@ -180,9 +216,35 @@ def _evolve_events(state, params, *, max_pre, max_post, with_d_weights):
 
   W, D = jax.lax.fori_loop(0, jnp.where(dense, n_blocks, 0), dense_block, (W, D))
 
-  # Columns, one active column per trip: a column of a row-major W is strided,
-  # and slicing it in a loop whose trip count is the number of active columns
-  # is cheaper than XLA:CPU's gather and scatter (~4 ns per element).
+  # Active rows first, for the LTD of pre-synaptic spikes: contiguous slices,
+  # one row or a piece of one per trip. Outside active columns post_spike is
+  # 0, and the row pass sees a zero post_trace inside them: dW is 0 there,
+  # which leaves those weights as they are (the clip is idempotent) for the
+  # column pass to compute in full.
+  itemsize = W.dtype.itemsize
+  zeros = lambda shape: jnp.zeros(shape, W.dtype)
+  post_trace = jnp.where(post_active, zeros(()), state.post_trace)
+  piece = (_piece(n_post, itemsize * (2 + batch) + full_mask) if _in_pieces(W, batch) and D is None
+           else n_post)
+
+  def row(k, start, carry):
+    W, D = carry
+    i = rows[k]
+    w = jax.lax.dynamic_slice(W, (i, start), (1, piece))
+    pre_spike = jax.lax.dynamic_slice_in_dim(state.pre_spike, i, 1, axis=1)
+    dW = _dW(params, w, pre_spike, zeros((batch, 1)), zeros((batch, piece)),
+             jax.lax.dynamic_slice_in_dim(post_trace, start, piece, axis=1))
+    m = jax.lax.dynamic_slice(mask, (i, start), (1, piece)) if full_mask else mask
+    W = jax.lax.dynamic_update_slice(W, _apply_dW(params, w, dW, eta, m), (i, start))
+    return W, None if D is None else jax.lax.dynamic_update_slice(D, dW, (i, start))
+
+  W, D = _rows_in_pieces(jnp.where(dense, 0, n_rows), n_post, piece, row, (W, D))
+
+  # Then the active columns in full, one per trip: a column of a row-major W
+  # is strided, and slicing it in a loop is cheaper than XLA:CPU's gather and
+  # scatter (~4 ns per element). Not in pieces: a hoisted loop computes
+  # strided pieces more slowly than whole columns as kernels (9.4 vs 7 us for
+  # 5 columns of 784).
   def column(k, carry):
     W, D = carry
     j = cols[k]
@@ -192,32 +254,9 @@ def _evolve_events(state, params, *, max_pre, max_post, with_d_weights):
              take(state.post_trace))
     W = jax.lax.dynamic_update_slice_in_dim(
         W, _apply_dW(params, w, dW, eta, take(mask) if full_mask else mask), j, axis=1)
-    if D is not None:
-      D = jax.lax.dynamic_update_slice_in_dim(D, dW, j, axis=1)
-    return W, D
+    return W, None if D is None else jax.lax.dynamic_update_slice_in_dim(D, dW, j, axis=1)
 
   W, D = jax.lax.fori_loop(0, jnp.where(dense, 0, n_cols), column, (W, D))
-
-  # Then the active rows, one per trip: contiguous slices, as fast as XLA:CPU's
-  # gather and scatter at 100 columns, 1.6-1.8x faster at 1000 or more. The
-  # entries of active columns are done, so their dW is zeroed here (the clip
-  # leaves them as they are) rather than applied twice.
-  def row(k, carry):
-    W, D = carry
-    i = rows[k]
-    take = lambda x: jax.lax.dynamic_slice_in_dim(x, i, 1, axis=x.ndim - 1)
-    w = jax.lax.dynamic_slice_in_dim(W, i, 1, axis=0)
-    dW = _dW(params, w, take(state.pre_spike), take(state.pre_trace), state.post_spike,
-             state.post_trace)
-    dW = jnp.where(post_active, jnp.zeros((), W.dtype), dW)
-    m = jax.lax.dynamic_slice_in_dim(mask, i, 1, axis=0) if full_mask else mask
-    W = jax.lax.dynamic_update_slice_in_dim(W, _apply_dW(params, w, dW, eta, m), i, axis=0)
-    if D is not None:
-      d = jax.lax.dynamic_slice_in_dim(D, i, 1, axis=0)
-      D = jax.lax.dynamic_update_slice_in_dim(D, jnp.where(post_active, d, dW), i, axis=0)
-    return W, D
-
-  W, D = jax.lax.fori_loop(0, jnp.where(dense, 0, n_rows), row, (W, D))
   if D is None:
     return state._replace(weights=W)
   return state._replace(weights=W, d_weights=D)
@@ -256,13 +295,19 @@ def _rows_or_matmul(x, W, *, max_active):
   # Summed in at least float32, as a matmul of bfloat16 or float16 is.
   acc = jnp.promote_types(W.dtype, jnp.float32)
 
-  def add_row(k, total):
+  batch, n_post = x.shape[0], W.shape[1]
+  piece = (_piece(n_post, W.dtype.itemsize + 2 * batch * jnp.dtype(acc).itemsize)
+           if _in_pieces(W, batch) else n_post)
+
+  def add_row(k, start, total):
     i = rows[k]
-    return total + (jax.lax.dynamic_slice_in_dim(x, i, 1, axis=1).astype(acc)
-                    * jax.lax.dynamic_slice_in_dim(W, i, 1, axis=0).astype(acc))
+    w = jax.lax.dynamic_slice(W, (i, start), (1, piece)).astype(acc)
+    part = jax.lax.dynamic_slice_in_dim(total, start, piece, axis=1)
+    part = part + jax.lax.dynamic_slice_in_dim(x, i, 1, axis=1).astype(acc) * w
+    return jax.lax.dynamic_update_slice_in_dim(total, part, start, axis=1)
 
   def rows_only(x, W):
-    total = jax.lax.fori_loop(0, count, add_row, jnp.zeros((x.shape[0], W.shape[1]), acc))
+    total = _rows_in_pieces(count, n_post, piece, add_row, jnp.zeros((batch, n_post), acc))
     return total.astype(W.dtype)
 
   return jax.lax.cond(count <= max_active, rows_only, _matmul, x, W)

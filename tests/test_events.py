@@ -92,6 +92,48 @@ def test_dense_fallback_in_blocks_that_do_not_divide_the_rows(monkeypatch):
   np.testing.assert_allclose(got.d_weights, expected.d_weights, rtol=0, atol=1e-6)
 
 
+WIDE = (31, 200)  # rows of 200 go in pieces of 50 (float32, batch <= 2, no dW kept)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31), batch=st.sampled_from([1, 2]),
+       rate=st.sampled_from([0.05, 0.3]), p_conn=st.sampled_from([1.0, 0.6]))
+def test_rows_in_pieces_give_what_whole_rows_give(seed, batch, rate, p_conn):
+  """The same weights as the dense evolve and as whole rows (kept dW), and
+  the outputs of the dense forward."""
+  assert events._piece(WIDE[1], 4 * (2 + batch) + 1) < WIDE[1]
+  rng = np.random.default_rng(seed)
+  state = expstdp.clip_weights(expstdp.init(jax.random.PRNGKey(seed % 1000), WIDE,
+                                            batch_size=batch, p_conn=p_conn), PARAMS)
+  act = {name: (rng.uniform(size=(batch, n)) < rate if "spike" in name
+                else rng.uniform(0, 1.5, (batch, n))).astype(np.float32)
+         for name, n in (("pre_spike", WIDE[0]), ("pre_trace", WIDE[0]),
+                         ("post_spike", WIDE[1]), ("post_trace", WIDE[1]))}
+  pieces = event_evolve(state, PARAMS, max_pre=WIDE[0], max_post=WIDE[1], with_d_weights=False,
+                        **act)
+  rows = event_evolve(state, PARAMS, max_pre=WIDE[0], max_post=WIDE[1], **act)
+  np.testing.assert_array_equal(pieces.weights, rows.weights)
+  np.testing.assert_allclose(pieces.weights, dense_evolve(state, PARAMS, **act).weights, rtol=0,
+                             atol=1e-6)
+  fwd = jax.jit(expstdp.forward_events, static_argnames="max_active")
+  got = fwd(state, PARAMS, act["pre_spike"], max_active=WIDE[0]).outputs
+  np.testing.assert_allclose(got, expstdp.forward(state, PARAMS, act["pre_spike"]).outputs,
+                             rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's small-loop threshold")
+@pytest.mark.parametrize("shape", [(784, 100), (784, 6400)])
+def test_rows_in_pieces_compile_into_single_calls(shape):
+  """Each piece of a row stays under XLA:CPU's small-loop threshold, so the
+  row loops of evolve (without dW) and forward compile into single calls,
+  like the loops that find the active neurons: 3 and 2 in all."""
+  state = expstdp.init(jax.random.PRNGKey(0), shape)
+  calls = lambda f: jax.jit(f).lower(state).compile().as_text().count('xla_cpu_small_call="true"')
+  assert calls(lambda s: expstdp.evolve_events(s, PARAMS, max_pre=64, max_post=64,
+                                               with_d_weights=False)) == 3
+  assert calls(lambda s: expstdp.forward_events(s, PARAMS, max_active=64)) == 2
+
+
 def test_events_touch_only_active_rows_and_columns():
   state, act = _case(1, 1, 0.1, 1.0)
   # Weights outside the range would be clipped by a dense evolve; the event
@@ -227,14 +269,15 @@ np.savez(sys.argv[1], weights=s.weights, spikes=spikes,
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU option")
 def test_small_loop_flag_changes_no_bit(tmp_path):
-  """With SMALL_LOOPS, XLA:CPU compiles the three event loops of a step as
-  single calls instead of kernels per trip; the simulation is bit for bit the
+  """With SMALL_LOOPS, XLA:CPU compiles evolve's two event loops as single
+  calls instead of kernels per trip; the simulation is bit for bit the
   same."""
   out = {name: run_with_xla_flags(SCANNED_NETWORK, flags, tmp_path / f"{name}.npz")
          for name, flags in (("plain", ""), ("small", SMALL_LOOPS))}
-  # The forward's loop over active inputs, evolve's over active columns and
-  # rows (the loops that find the active neurons are single calls already).
-  assert out["small"]["small_calls"] - out["plain"]["small_calls"] == 3
+  # Evolve's loops over active columns and rows (whole rows: it keeps dW).
+  # Single calls already: the loops that find the active neurons and the
+  # forward's, in pieces of rows.
+  assert out["small"]["small_calls"] - out["plain"]["small_calls"] == 2
   assert 0 < out["plain"]["spikes"].sum() < 30 * 100 / 4
   np.testing.assert_array_equal(out["small"]["weights"], out["plain"]["weights"])
   np.testing.assert_array_equal(out["small"]["spikes"], out["plain"]["spikes"])

@@ -221,11 +221,10 @@ def _evolve_events(state, params, *, max_pre, max_post, with_d_weights):
   # 0, and the row pass sees a zero post_trace inside them: dW is 0 there,
   # which leaves those weights as they are (the clip is idempotent) for the
   # column pass to compute in full.
-  itemsize = W.dtype.itemsize
   zeros = lambda shape: jnp.zeros(shape, W.dtype)
   post_trace = jnp.where(post_active, zeros(()), state.post_trace)
-  piece = (_piece(n_post, itemsize * (2 + batch) + full_mask) if _in_pieces(W, batch) and D is None
-           else n_post)
+  in_pieces = _in_pieces(W, batch) and D is None
+  piece = _piece(n_post, W.dtype.itemsize * (2 + batch) + full_mask) if in_pieces else n_post
 
   def row(k, start, carry):
     W, D = carry

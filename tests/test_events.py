@@ -99,8 +99,10 @@ WIDE = (31, 200)  # rows of 200 go in pieces of 50 (float32, batch <= 2, no dW k
 @given(seed=st.integers(0, 2**31), batch=st.sampled_from([1, 2]),
        rate=st.sampled_from([0.05, 0.3]), p_conn=st.sampled_from([1.0, 0.6]))
 def test_rows_in_pieces_give_what_whole_rows_give(seed, batch, rate, p_conn):
-  """The same weights as the dense evolve and as whole rows (kept dW), and
-  the outputs of the dense forward."""
+  """The weights of the dense evolve and of whole rows (kept dW), and the
+  outputs of the dense forward. To rounding: compiled into one call, the
+  pieces may round an element differently (one ulp in 6200, seen with jax
+  0.8.0; bit for bit with 0.10.2)."""
   assert events._piece(WIDE[1], 4 * (2 + batch) + 1) < WIDE[1]
   rng = np.random.default_rng(seed)
   state = expstdp.clip_weights(expstdp.init(jax.random.PRNGKey(seed % 1000), WIDE,
@@ -112,7 +114,7 @@ def test_rows_in_pieces_give_what_whole_rows_give(seed, batch, rate, p_conn):
   pieces = event_evolve(state, PARAMS, max_pre=WIDE[0], max_post=WIDE[1], with_d_weights=False,
                         **act)
   rows = event_evolve(state, PARAMS, max_pre=WIDE[0], max_post=WIDE[1], **act)
-  np.testing.assert_array_equal(pieces.weights, rows.weights)
+  np.testing.assert_allclose(pieces.weights, rows.weights, rtol=0, atol=1e-6)
   np.testing.assert_allclose(pieces.weights, dense_evolve(state, PARAMS, **act).weights, rtol=0,
                              atol=1e-6)
   fwd = jax.jit(expstdp.forward_events, static_argnames="max_active")

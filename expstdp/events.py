@@ -139,7 +139,11 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
   loops = functools.partial(_evolve_events, max_pre=max_pre, max_post=max_post,
                             with_d_weights=with_d_weights)
   dense = functools.partial(_evolve, with_d_weights=with_d_weights)
-  return _loops_on_cpu(loops, dense)(state, params)
+  new = _loops_on_cpu(loops, dense)(state, params)
+  # The rest of the state, as it was: passed through the platform switch, it
+  # would be new values that XLA copies (into a fresh buffer when returned
+  # from a jit).
+  return state._replace(weights=new.weights, d_weights=new.d_weights)
 
 
 def _loops_on_cpu(loops, dense):

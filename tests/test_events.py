@@ -227,9 +227,15 @@ def test_jitted_entry_points_update_in_place_and_match():
   copy = jax.tree.map(jnp.copy, state)
   got = expstdp.jitted.evolve_events(copy, PARAMS, max_pre=8, max_post=8, **act)
   np.testing.assert_array_equal(got.weights, expected.weights)
+  # Fields the call did not replace are the arrays passed in, not copies.
+  assert got.biases is copy.biases and got.weight_mask is copy.weight_mask
+  assert got.outputs is copy.outputs and got.pre_spike is not copy.pre_spike
+  jax.tree.map(np.testing.assert_array_equal, got, expected)
+  evolved = got
   got = expstdp.jitted.forward(got, PARAMS, act["pre_spike"])
   got = expstdp.jitted.forward_events(got, PARAMS, act["pre_spike"], max_active=4)
   np.testing.assert_allclose(got.outputs, act["pre_spike"] @ expected.weights, rtol=1e-6)
+  assert got.pre_trace is evolved.pre_trace and got.eta is evolved.eta
 
 
 @pytest.mark.parametrize("platform", ["cpu", "cuda", "tpu"])

@@ -1,5 +1,7 @@
 """The event-driven functions return what the dense ones return."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -134,6 +136,22 @@ def test_rows_in_pieces_compile_into_single_calls(shape):
   assert calls(lambda s: expstdp.evolve_events(s, PARAMS, max_pre=64, max_post=64,
                                                with_d_weights=False)) == 3
   assert calls(lambda s: expstdp.forward_events(s, PARAMS, max_active=64)) == 2
+
+
+def test_forward_then_evolve_in_a_scan_updates_w_in_place():
+  """A scanned step of forward_events then evolve_events, where evolve does
+  not use forward's outputs, copies W only where the scan begins (W and
+  d_weights enter the loop), never inside the loop body."""
+  state = expstdp.init(jax.random.PRNGKey(0), (N, M))
+  xs = jnp.zeros((4, 1, N))
+
+  def run(s):
+    def step(s, x):
+      s = expstdp.forward_events(s, PARAMS, x, max_active=4)
+      return expstdp.evolve_events(s, PARAMS, max_pre=4, max_post=4, with_d_weights=False), None
+    return jax.lax.scan(step, s, xs)[0]
+  text = jax.jit(run).lower(state).compile().as_text()
+  assert len(re.findall(rf"f32\[{N},{M}\]\{{1,0\}} copy\(", text)) == 2
 
 
 def test_events_touch_only_active_rows_and_columns():

@@ -130,6 +130,11 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
   loop whose trip count differs between populations would select over all of
   W on every trip (and see the module's docstring for other backends). Its
   derivatives are those of `evolve` (computed densely).
+
+  It also reads `state.outputs`, so that in a step that calls `forward` first
+  XLA updates W in place after forward has read it (instead of copying W):
+  call it with the state that forward returned. NaN outputs make it run
+  densely (the same results).
   """
   state = _with_activity(state, params, pre_spike=pre_spike, pre_trace=pre_trace,
                          post_spike=post_spike, post_trace=post_trace)

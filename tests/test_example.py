@@ -3,6 +3,8 @@ import re
 import subprocess
 import sys
 
+import numpy as np
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -31,3 +33,12 @@ def test_port_from_ngclearn_gives_ngclearns_weights():
       r"initial ([0-9.]+), final ngclearn ([0-9.]+)", out).groups())
   assert diff <= 1e-6
   assert abs(ngclearn - initial) > 0.01  # the weights learnt: the comparison is not vacuous
+
+
+def test_fit_hyperparameters_recovers_the_true_values():
+  out = subprocess.run([sys.executable, str(ROOT / "examples" / "fit_hyperparameters.py")],
+                       capture_output=True, text=True, timeout=300, check=True).stdout
+  first = re.search(r"iteration 0: A_plus=(\S+) A_minus=(\S+)", out).groups()
+  fitted = re.search(r"fitted: A_plus=(\S+) A_minus=(\S+)", out).groups()
+  assert [float(x) for x in first] == [0.3, 1.2]  # it starts far from the truth
+  np.testing.assert_allclose([float(x) for x in fitted], [1.0, 0.4], atol=1e-4)

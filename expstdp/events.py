@@ -41,9 +41,10 @@ def clip_weights(state: SynapseState, params: ExpSTDPParams) -> SynapseState:
   return state._replace(weights=W)
 
 
-def _compact(active: jax.Array, size: int, fill_value: int):
-  """`jnp.nonzero(active, size=size, fill_value=fill_value)[0]` for a 1-D
-  bool `active`, and the number of True entries."""
+def _compact(active: jax.Array, size: int):
+  """The indices of the first `size` True entries of a 1-D bool `active`, in
+  order, and the number of True entries. Slots past that number hold no
+  index in particular (the loops below never read them)."""
   n = active.shape[0]
 
   # One trip per neuron, each writing its index at the current count, which
@@ -60,7 +61,7 @@ def _compact(active: jax.Array, size: int, fill_value: int):
 
   scratch = jnp.zeros((size + 1,), jnp.int32)  # the last slot takes writes past `size`
   index, count = jax.lax.fori_loop(0, n, visit, (scratch, jnp.int32(0)))
-  return jnp.where(jnp.arange(size) < count, index[:size], fill_value), count
+  return index[:size], count
 
 
 # XLA:CPU compiles a while loop that touches fewer bytes per trip than this
@@ -185,8 +186,8 @@ def _evolve_events(state, params, *, max_pre, max_post, with_d_weights):
   n_pre, n_post = state.weights.shape
   pre_active = jnp.any(state.pre_spike != 0, axis=0)
   post_active = jnp.any(state.post_spike != 0, axis=0)
-  rows, n_rows = _compact(pre_active, max_pre, n_pre)
-  cols, n_cols = _compact(post_active, max_post, 0)
+  rows, n_rows = _compact(pre_active, max_pre)
+  cols, n_cols = _compact(post_active, max_post)
   decays = _scalar(params.tau_w, state.weights.dtype) != 0
   dense = (n_rows > max_pre) | (n_cols > max_post) | decays
   # When a step calls forward and then evolve, the new W may take W's buffer
@@ -307,7 +308,7 @@ def _sparse_matmul(x, W, max_active):
 
 
 def _rows_or_matmul(x, W, *, max_active):
-  rows, count = _compact(jnp.any(x != 0, axis=0), max_active, W.shape[0])
+  rows, count = _compact(jnp.any(x != 0, axis=0), max_active)
   # Summed in at least float32, as a matmul of bfloat16 or float16 is.
   acc = jnp.promote_types(W.dtype, jnp.float32)
 

@@ -65,6 +65,20 @@ def test_evolve_events_equals_evolve(seed, batch, rate, p_conn, tau_w, capacity)
   np.testing.assert_array_equal(without.d_weights, state.d_weights)
 
 
+def test_nan_outputs_change_nothing():
+  """evolve_events reads the outputs only to order itself after forward: a
+  NaN output makes its column active, which gives the same weights."""
+  state, act = _case(7, 1, 0.1, 1.0)
+  outputs = np.zeros((1, M), np.float32)
+  outputs[0, [2, 5, 11]] = np.nan
+  state = state._replace(outputs=jnp.asarray(outputs))
+  expected = dense_evolve(state, PARAMS, **act)
+  for capacity in (2, 16):  # over capacity with the NaN columns: the dense fallback
+    got = event_evolve(state, PARAMS, max_pre=16, max_post=capacity, **act)
+    np.testing.assert_allclose(got.weights, expected.weights, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(got.d_weights, expected.d_weights)
+
+
 def test_vmap_over_populations_equals_a_loop():
   """Populations that would take different paths: sparse, no spikes, and
   over capacity. Under vmap both functions run dense."""

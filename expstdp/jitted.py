@@ -29,9 +29,8 @@ def compiler_options() -> dict | None:
   every weight, the cost of a dense evolve, runs ~1.5x faster on the wider
   ones (benchmarks/README.md). Results are bit for bit the same (tested).
   An option that the installed XLA does not know is left out (the scheduler
-  option, for one, is not in jax 0.9.0). One more setting helps scanned
-  event-driven steps but is process-wide, so it cannot be passed here: XLA's
-  small-loop threshold, through XLA_FLAGS (README, "Fast scans on CPU").
+  option, for one, is not in jax 0.9.0). Process-wide XLA settings cannot be
+  passed here; README, "Fast scans on CPU", says which ones matter.
   """
   options = _cpu_options() if jax.default_backend() == "cpu" else None
   return dict(options) if options else None  # a copy: the cached one stays as it is

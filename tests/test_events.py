@@ -284,7 +284,7 @@ def test_loops_only_on_cpu(platform):
     assert ("stablehlo.while" in text) == (platform == "cpu")
 
 
-# README, "Fast scans on CPU": the XLA_FLAGS for scanned event-driven networks.
+# README, "Fast scans on CPU": the small-loop XLA_FLAGS, which must change no bit.
 SMALL_LOOPS = "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=65536"
 SCANNED_NETWORK = """
 import sys, jax, jax.numpy as jnp, numpy as np, expstdp

@@ -216,9 +216,11 @@ def _compiled_chunk(steps, plastic):
 
 
 def assign(counts, labels, n_classes=10):
-  """Each neuron's class: the one it fired most for, on average per image."""
+  """Each neuron's class: the one it fired most for, on average per image;
+  -1 (no class, no vote) for a neuron that never fired, as in Diehl & Cook's
+  code (an argmax of zeros would give it class 0 and dilute class 0's vote)."""
   per_class = np.stack([counts[labels == c].mean(axis=0) for c in range(n_classes)])
-  return np.argmax(per_class, axis=0)
+  return np.where(per_class.max(axis=0) > 0, np.argmax(per_class, axis=0), -1)
 
 
 def predict(counts, assignments, n_classes=10):

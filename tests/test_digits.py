@@ -64,3 +64,14 @@ def test_quick_run_learns_and_a_saved_network_evaluates_the_same(tmp_path):
   loaded = dc.main(["--quick", "--load", str(tmp_path / "net"), "--json", str(tmp_path / "l.json")])
   # Same network, same test images, same Poisson draw of the input spikes.
   assert loaded["test_accuracy"] == result["test_accuracy"]
+
+
+def test_readout_assigns_each_neuron_its_class_and_leaves_silent_ones_out():
+  # Neuron 0 fires for class 1, neuron 1 for class 2, neuron 2 never fires.
+  counts = np.array([[0, 3, 0], [4, 0, 0], [0, 5, 0], [2, 1, 0]], float)
+  labels = np.array([0, 1, 2, 1])
+  assignments = dc.assign(counts, labels, n_classes=3)
+  np.testing.assert_array_equal(assignments, [1, 2, -1])
+  # Each image goes to the class whose neurons fired most; class 0 has none.
+  np.testing.assert_array_equal(dc.predict(np.array([[3, 2, 0], [0, 1, 0]], float),
+                                           assignments, n_classes=3), [1, 2])

@@ -5,7 +5,8 @@ measured as ratios side by side in one process.
 
 Sections: dense evolve at 4096 x 4096 against a line-by-line transcription of
 ngclearn's code and against the exp floor, with the machine's own ceilings
-(in-place copy, exp throughput) measured alongside; event-driven evolve at 784 x 6400 and its scaling
+(in-place copy, exp throughput) measured alongside; event-driven evolve at 784 x 6400
+(and over capacity, where it runs its dense fallback) and its scaling
 with synapse count and spike rate; a whole synapse step in lax.scan against
 ngclearn 3.1.1 itself (where installed) and the transcription; 256 vmapped
 populations against a loop of jitted calls; peak memory of a donated evolve.
@@ -110,7 +111,9 @@ def capacity(n, rate):
   return int(np.ceil(mean + 6 * np.sqrt(mean) + 4))
 
 
-def events(n_pre, n_post, rate, reps, rng):
+def events(n_pre, n_post, rate, reps, rng, over_capacity=False):
+  """Dense against event-driven evolve; `over_capacity` adds the event-driven
+  evolve with capacities of 1, which runs its dense fallback."""
   shape = (n_pre, n_post)
   acts = [activity(rng, 1, n_pre, n_post, rate) for _ in range(16)]
   max_pre, max_post = capacity(n_pre, rate), capacity(n_post, rate)
@@ -123,14 +126,22 @@ def events(n_pre, n_post, rate, reps, rng):
       return fn(s, PARAMS, **acts[i[0] % len(acts)], **kw)
     return stateful(step, new_state(shape, 1, rng, rate))
 
-  res = measure({
+  variants = {
       "dense: jitted.evolve": cycle(expstdp.jitted.evolve),
       "dense: jitted.evolve, no d_weights": cycle(expstdp.jitted.evolve, with_d_weights=False),
       "events: jitted.evolve_events": cycle(expstdp.jitted.evolve_events, max_pre=max_pre,
                                             max_post=max_post),
       "events: jitted.evolve_events, no d_weights": cycle(
           expstdp.jitted.evolve_events, max_pre=max_pre, max_post=max_post, with_d_weights=False),
-  }, rounds=reps, calls=5)
+  }
+  if over_capacity:
+    variants.update({
+        "over capacity (dense fallback): jitted.evolve_events": cycle(
+            expstdp.jitted.evolve_events, max_pre=1, max_post=1),
+        "over capacity (dense fallback), no d_weights": cycle(
+            expstdp.jitted.evolve_events, max_pre=1, max_post=1, with_d_weights=False),
+    })
+  res = measure(variants, rounds=reps, calls=5)
   rows = rows_for(res, f"event-driven evolve, {rate:.1%} spikes", shape, 1, n_pre * n_post,
                   reference="dense: jitted.evolve")
   for row in rows:
@@ -452,7 +463,7 @@ def main():
   dense_rows, ceiling = dense(1024 if q else 4096, reps, rng)
   rows += dense_rows
   print("event-driven evolve ...", flush=True)
-  rows += events(784, 1600 if q else 6400, 0.02, reps, rng)
+  rows += events(784, 1600 if q else 6400, 0.02, reps, rng, over_capacity=True)
   rows += forward_events(784, 1600 if q else 6400, 0.02, reps, rng)
   for m in ((400, 1600) if q else (400, 1600, 6400, 25600)):
     for r in events(784, m, 0.02, max(2, reps // 2), rng):

@@ -26,9 +26,6 @@ from expstdp.synapse import _apply_dW, _dW, _evolve, _scalar, _scale_and_bias, _
 from expstdp.types import ExpSTDPParams, SynapseState
 
 
-# Rows per block of the dense fallback: a block of ~1 MiB stays in cache.
-_BLOCK_ELEMENTS = 1 << 18
-
 
 def clip_weights(state: SynapseState, params: ExpSTDPParams) -> SynapseState:
   """Puts every weight in [w_eps, w_bound - w_eps] and masked ones at 0: what
@@ -203,36 +200,21 @@ def _evolve_events(state, params, *, max_pre, max_post, with_d_weights):
   D = jnp.zeros_like(W) if with_d_weights else None
   full_mask = mask.shape != (1, 1)
 
-  # The dense fallback is a loop over blocks of rows, of 0 trips unless needed.
-  # Not a lax.cond, nor one dense step in a loop: XLA:CPU then allocates a
-  # fresh W-sized buffer every call (~1 ms at 784 x 6400, as much as the
-  # event-driven work itself), while a loop of small blocks updates W in place.
-  block = max(1, min(n_pre, _BLOCK_ELEMENTS // n_post))
-  n_blocks = -(-n_pre // block)
-
-  def dense_block(b, carry):
+  # The dense fallback: the dense evolve in a loop of one trip, or none. Not
+  # a lax.cond: XLA:CPU then allocates a fresh W-sized buffer every call
+  # (~1 ms at 784 x 6400), while a loop carry is updated in place.
+  def dense_evolve(i, carry):
     W, D = carry
-    start = b * block  # the last block may start earlier: rows before `start` are done
-    take = lambda x: jax.lax.dynamic_slice_in_dim(x, start, block, axis=x.ndim - 1)
-    w = jax.lax.dynamic_slice_in_dim(W, start, block, axis=0)
-    # Tied to the loop counter by a barrier, so that XLA cannot hoist the outer
-    # product out of the loop (as a slice of a full (N, M) one, or whole when
-    # one block is all of W): it would then be computed every call, even when
-    # the loop runs 0 trips.
-    _, pre_spike, pre_trace = jax.lax.optimization_barrier(
-        (b, take(state.pre_spike), take(state.pre_trace)))
-    dW = _dW(params, w, pre_spike, pre_trace, state.post_spike, state.post_trace)
-    m = jax.lax.dynamic_slice_in_dim(mask, start, block, axis=0) if full_mask else mask
-    first = jnp.minimum(start, n_pre - block)
-    todo = (first + jnp.arange(block) >= start)[:, None]
-    W = jax.lax.dynamic_update_slice_in_dim(
-        W, jnp.where(todo, _apply_dW(params, w, dW, eta, m), w), start, axis=0)
-    if D is not None:
-      d = jax.lax.dynamic_slice_in_dim(D, start, block, axis=0)
-      D = jax.lax.dynamic_update_slice_in_dim(D, jnp.where(todo, dW, d), start, axis=0)
-    return W, D
+    # Tied to the loop counter by a barrier, so that XLA cannot hoist the
+    # (N, M) outer product out of the loop: it would then be computed every
+    # call, even when the loop runs 0 trips.
+    names = ("pre_spike", "pre_trace", "post_spike", "post_trace")
+    _, activity = jax.lax.optimization_barrier((i, [getattr(state, n) for n in names]))
+    new = _evolve(state._replace(weights=W, d_weights=D, **dict(zip(names, activity))), params,
+                  with_d_weights=D is not None)
+    return new.weights, new.d_weights
 
-  W, D = jax.lax.fori_loop(0, jnp.where(dense, n_blocks, 0), dense_block, (W, D))
+  W, D = jax.lax.fori_loop(0, jnp.where(dense, 1, 0), dense_evolve, (W, D))
 
   # Active rows first, for the LTD of pre-synaptic spikes: contiguous slices,
   # one row or a piece of one per trip. Outside active columns post_spike is

@@ -97,15 +97,6 @@ def test_vmap_over_populations_equals_a_loop():
                looped._replace(weights=0, outputs=0))
 
 
-def test_dense_fallback_in_blocks_that_do_not_divide_the_rows(monkeypatch):
-  monkeypatch.setattr(events, "_BLOCK_ELEMENTS", 7 * M)  # blocks of 7 rows for 23 rows
-  state, act = _case(5, 2, 0.5, 0.7)
-  expected = expstdp.evolve(state, PARAMS, **act)
-  got = expstdp.evolve_events(state, PARAMS, max_pre=1, max_post=1, **act)
-  np.testing.assert_allclose(got.weights, expected.weights, rtol=0, atol=1e-6)
-  np.testing.assert_allclose(got.d_weights, expected.d_weights, rtol=0, atol=1e-6)
-
-
 WIDE = (31, 200)  # rows of 200 go in pieces of 50 (float32, batch <= 2, no dW kept)
 
 

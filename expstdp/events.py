@@ -26,7 +26,6 @@ from expstdp.synapse import _apply_dW, _dW, _evolve, _scalar, _scale_and_bias, _
 from expstdp.types import ExpSTDPParams, SynapseState
 
 
-
 def clip_weights(state: SynapseState, params: ExpSTDPParams) -> SynapseState:
   """Puts every weight in [w_eps, w_bound - w_eps] and masked ones at 0: what
   any evolve does, and the precondition of `evolve_events`. Call it once on a

@@ -24,13 +24,18 @@ def compiler_options() -> dict | None:
 
   XLA:CPU's default, concurrency-optimised scheduler hands the many small
   kernels of a scanned step or an event-driven update back and forth between
-  threads; the memory-optimised one keeps them on one. And XLA:CPU prefers
+  threads; the memory-optimised one keeps them on one. XLA:CPU prefers
   256-bit vectors even where the CPU has 512-bit ones; the exponential of
   every weight, the cost of a dense evolve, runs ~1.5x faster on the wider
-  ones (benchmarks/README.md). Results are bit for bit the same (tested).
-  An option that the installed XLA does not know is left out (the scheduler
-  option, for one, is not in jax 0.9.0). Process-wide XLA settings cannot be
-  passed here; README, "Fast scans on CPU", says which ones matter.
+  ones. And with two or more batch elements and rows of 4096 weights or
+  more, XLA:CPU hands a dense evolve to YNNPACK, which takes twice as long
+  as XLA's own loop; the options keep it in XLA (benchmarks/README.md).
+  Results are bit for bit the same (tested), except where YNNPACK would
+  have run: its exponential rounds differently in the last bit. An option
+  that the installed XLA does not know is left out (the scheduler option is
+  not in jax 0.9.0, the YNNPACK one not in 0.8.0). Process-wide XLA
+  settings cannot be passed here; README, "Fast scans on CPU", says which
+  ones matter.
   """
   options = _cpu_options() if jax.default_backend() == "cpu" else None
   return dict(options) if options else None  # a copy: the cached one stays as it is
@@ -39,7 +44,8 @@ def compiler_options() -> dict | None:
 @functools.cache
 def _cpu_options():
   wanted = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED",
-            "xla_cpu_prefer_vector_width": 512}
+            "xla_cpu_prefer_vector_width": 512,
+            "xla_cpu_experimental_ynn_fusion_type": ""}  # none
   return {name: value for name, value in wanted.items() if backend.accepts_option(name, value)}
 
 

@@ -5,7 +5,8 @@ measured as ratios side by side in one process.
 
 Sections: dense evolve at 4096 x 4096 against a line-by-line transcription of
 ngclearn's code and against the exp floor, with the machine's own ceilings
-(in-place copy, exp throughput) measured alongside; event-driven evolve at 784 x 6400
+(in-place copy, exp throughput) measured alongside; a dense evolve with a
+batch of 4, XLA's defaults against expstdp.jitted; event-driven evolve at 784 x 6400
 (and over capacity, where it runs its dense fallback) and its scaling
 with synapse count and spike rate; a whole synapse step in lax.scan against
 ngclearn 3.1.1 itself (where installed) and the transcription; 256 vmapped
@@ -64,7 +65,8 @@ def rows_for(results, section, shape, batch, weights, reference=None, floor=None
 FLOOR, REFERENCE = "in-place exp(-beta W) [floor]", "reference transcription (jit)"
 # expstdp.jitted compiles with these, and the README tells users to pass them
 # to their own jit of a scan: on CPU, the memory-optimised scheduler (small
-# kernels stay on one thread) and 512-bit vectors (exp-bound loops).
+# kernels stay on one thread), 512-bit vectors (exp-bound loops), and no
+# YNNPACK (batched evolves of wide rows).
 CPU_OPTIONS = expstdp.jitted.compiler_options()
 
 
@@ -102,6 +104,23 @@ def dense(n, reps, rng):
   rows = rows_for(res, "dense evolve", shape, 1, weights, reference=fastest(REFERENCE),
                   floor=floor_s)
   return rows, info
+
+
+def batched(n_pre, n_post, batch, reps, rng):
+  """A dense evolve with several batch elements: XLA:CPU's defaults against
+  `expstdp.jitted` (whose options keep it out of YNNPACK)."""
+  shape = (n_pre, n_post)
+  plain = jax.jit(functools.partial(expstdp.evolve, with_d_weights=False), donate_argnums=0,
+                  keep_unused=True)
+  res = measure({
+      "jax.jit(evolve), donated, XLA defaults": stateful(
+          lambda s: plain(s, PARAMS), new_state(shape, batch, rng, 0.05)),
+      "expstdp.jitted.evolve": stateful(
+          lambda s: expstdp.jitted.evolve(s, PARAMS, with_d_weights=False),
+          new_state(shape, batch, rng, 0.05)),
+  }, rounds=reps, calls=5)
+  return rows_for(res, f"dense evolve, batch {batch}, no d_weights", shape, batch,
+                  n_pre * n_post, reference="jax.jit(evolve), donated, XLA defaults")
 
 
 def capacity(n, rate):
@@ -462,6 +481,7 @@ def main():
   print("dense evolve ...", flush=True)
   dense_rows, ceiling = dense(1024 if q else 4096, reps, rng)
   rows += dense_rows
+  rows += batched(784, 1600 if q else 6400, 4, reps, rng)
   print("event-driven evolve ...", flush=True)
   rows += events(784, 1600 if q else 6400, 0.02, reps, rng, over_capacity=True)
   rows += forward_events(784, 1600 if q else 6400, 0.02, reps, rng)

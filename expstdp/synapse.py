@@ -167,6 +167,14 @@ def _explicit_outputs_sharding(inputs, weights):
 def _sum_of_outer_products(a: jax.Array, b: jax.Array) -> jax.Array:
   """sum_k a[k, :, None] * b[k, None, :], i.e. a.T @ b, for a (K, N), b (K, M)."""
   if a.shape[0] <= _MAX_BROADCAST_ROWS:
+    if a.shape[0] > 2 and min(a.shape[1], b.shape[1]) > 1:
+      # b's rows vary along the vectorised inner loop. With two batch
+      # elements, XLA:CPU fused their slicing (from a scan's per-step slice
+      # of recorded activity) into the loop over every weight: 784 x 100 in
+      # lax.scan, 390 vs 86 us a step. Computed first, they are plain loads
+      # (a single call at 4096 x 4096 pays ~20% for that). Not for one row
+      # or column of W, the event-driven passes, where it costs kernels.
+      b = jax.lax.optimization_barrier(b)
     return sum(a[k][:, None] * b[k][None, :] for k in range(a.shape[0]))
   return jax.lax.dot_general(
       a, b, (((0,), (0,)), ((), ())), precision=jax.lax.Precision.HIGHEST

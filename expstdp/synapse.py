@@ -21,9 +21,12 @@ from expstdp import backend, initializers
 from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.validation import check_activity, check_array, check_state, validate_params
 
-# Outer products of at most this many rows are cheaper broadcast inside the
-# elementwise loop than as a GEMM call (PERFORMANCE_NOTES.md, item 4).
-_MAX_BROADCAST_ROWS = 4
+# Outer products of at most this many rows (batch 4) are cheaper broadcast
+# inside the elementwise loop than as a GEMM call, whose (N, M) result makes
+# a pass over memory of its own: a dense evolve at 4096 x 4096, batch 4,
+# took 14 vs 36 ms. At batch 8 broadcasting could be 3x slower (with XLA's
+# default YNNPACK fusion), so the GEMM takes over there (benchmarks/README.md).
+_MAX_BROADCAST_ROWS = 8
 
 
 def init(
@@ -168,12 +171,13 @@ def _sum_of_outer_products(a: jax.Array, b: jax.Array) -> jax.Array:
   """sum_k a[k, :, None] * b[k, None, :], i.e. a.T @ b, for a (K, N), b (K, M)."""
   if a.shape[0] <= _MAX_BROADCAST_ROWS:
     if a.shape[0] > 2 and min(a.shape[1], b.shape[1]) > 1:
-      # b's rows vary along the vectorised inner loop. With two batch
-      # elements, XLA:CPU fused their slicing (from a scan's per-step slice
-      # of recorded activity) into the loop over every weight: 784 x 100 in
-      # lax.scan, 390 vs 86 us a step. Computed first, they are plain loads
-      # (a single call at 4096 x 4096 pays ~20% for that). Not for one row
-      # or column of W, the event-driven passes, where it costs kernels.
+      # b's rows vary along the vectorised inner loop. With two or more
+      # batch elements, XLA:CPU fused their slicing (from a scan's per-step
+      # slice of recorded activity) into the loop over every weight: 784 x
+      # 100 in lax.scan, batch 2, 390 vs 86 us a step. Computed first, they
+      # are plain loads (a single call at 4096 x 4096 pays ~20% for that).
+      # Not for one row or column of W, the event-driven passes, where it
+      # costs kernels.
       b = jax.lax.optimization_barrier(b)
     return sum(a[k][:, None] * b[k][None, :] for k in range(a.shape[0]))
   return jax.lax.dot_general(

@@ -180,7 +180,7 @@ def _axes(in_batched):
 
 
 def _evolve_events(state, params, *, max_pre, max_post, with_d_weights):
-  n_pre, n_post = state.weights.shape
+  n_post = state.weights.shape[1]
   pre_active = jnp.any(state.pre_spike != 0, axis=0)
   # When a step calls forward and then evolve, the new W may take W's buffer
   # only after forward has read W. XLA sees that order only if the update

@@ -65,6 +65,24 @@ def test_evolve_events_equals_evolve(seed, batch, rate, p_conn, tau_w, capacity)
   np.testing.assert_array_equal(without.d_weights, state.d_weights)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_event_driven_functions_run_with_x64_enabled(dtype):
+  """With jax_enable_x64 the loops count in int64, and the search for active
+  neurons stores the count in int32 slots (a TypeError until it cast it)."""
+  with jax.enable_x64(True):
+    state, act = _case(5, 1, 0.2, 1.0)
+    cast = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+    state, act = jax.tree.map(cast, state), jax.tree.map(cast, act)
+    expected = dense_evolve(state, PARAMS, **act)
+    got = event_evolve(state, PARAMS, max_pre=8, max_post=8, **act)
+    assert got.weights.dtype == dtype
+    np.testing.assert_allclose(got.weights, expected.weights, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(got.d_weights, expected.d_weights)
+    outputs = expstdp.forward_events(got, PARAMS, act["pre_spike"], max_active=8).outputs
+    np.testing.assert_allclose(outputs, expstdp.forward(got, PARAMS, act["pre_spike"]).outputs,
+                               rtol=1e-6)
+
+
 def test_nan_outputs_change_nothing():
   """evolve_events reads the outputs only to order itself after forward: a
   NaN output makes its column active, which gives the same weights."""

@@ -66,7 +66,7 @@ MAX_TRIES = 3
 def new_network(key, n_in, n_exc, neurons: Neurons, stdp: expstdp.ExpSTDPParams) -> Network:
   state = expstdp.init(key, (n_in, n_exc), weight_init=expstdp.initializers.uniform(0.0, 0.3))
   state = expstdp.clip_weights(state, stdp)
-  return Network(normalise(state, neurons.norm), jnp.zeros((1, n_exc)))
+  return Network(normalise(state, neurons.norm), jnp.zeros((1, n_exc), jnp.float32))
 
 
 def normalise(state, norm):
@@ -113,7 +113,7 @@ def present(net: Network, neurons: Neurons, stdp, image, key, learn, steps, *, p
                            post_trace=x_post, with_d_weights=False)
     return (syn, v, theta, x_pre, x_post), ((s_in[0], s_out[0]) if record else s_out[0])
 
-  zeros = lambda n: jnp.zeros((1, n))
+  zeros = lambda n: jnp.zeros((1, n), jnp.float32)
   carry = (synapse, zeros(n_exc), net.theta, zeros(rates.shape[1]), zeros(n_exc))
   (syn, _, theta, _, _), out = jax.lax.scan(step, carry, jax.random.split(key, steps))
   # Thresholds adapt within every presentation, as the neurons' own dynamics,
@@ -142,7 +142,7 @@ def present_until_it_spikes(net, neurons, stdp, image, key, learn, steps, plasti
                           steps, plastic=plastic)
     return net, counts, key, tries + 1
 
-  counts = jnp.zeros(net.theta.shape[1])
+  counts = jnp.zeros(net.theta.shape[1], jnp.float32)
   net, counts, _, tries = jax.lax.while_loop(again, body, (net, counts, key, 0))
   return net, (counts, tries)
 

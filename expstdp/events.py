@@ -292,8 +292,9 @@ def _sparse_matmul(x, W, max_active):
 
 def _rows_or_matmul(x, W, *, max_active):
   rows, count = _compact(jnp.any(x != 0, axis=0), max_active)
-  # Summed in at least float32, as a matmul of bfloat16 or float16 is.
-  acc = jnp.promote_types(W.dtype, jnp.float32)
+  # Summed in at least float32, as a matmul of bfloat16 or float16 is (not
+  # by promote_types, which jax_numpy_dtype_promotion="strict" refuses).
+  acc = W.dtype if jnp.finfo(W.dtype).bits >= 32 else jnp.dtype(jnp.float32)
 
   batch, n_post = x.shape[0], W.shape[1]
   piece = (_piece(n_post, W.dtype.itemsize + 2 * batch * jnp.dtype(acc).itemsize)

@@ -52,7 +52,7 @@ def _compact(active: jax.Array, size: int):
   # Only the CPU branches of the functions below call it.
   def visit(i, carry):
     index, count = carry
-    i = i.astype(jnp.int32)  # int64 with jax_enable_x64
+    i = jnp.asarray(i, jnp.int32)  # int64 with jax_enable_x64, a Python int under disable_jit
     index = jax.lax.dynamic_update_slice(index, i[None], (jnp.minimum(count, size),))
     return index, count + active[i].astype(jnp.int32)
 

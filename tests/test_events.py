@@ -88,6 +88,20 @@ def test_event_driven_functions_run_with_x64_and_strict_promotion(dtype):
                                rtol=1e-6 if jnp.finfo(dtype).bits >= 32 else 1e-2)
 
 
+def test_event_driven_functions_run_under_disable_jit():
+  """Under jax.disable_jit the loops run in Python, with Python ints for
+  counters. Op by op, nothing is fused, so d_weights may differ from the
+  dense evolve's in the last bit (as a jitted evolve's do from an eager one)."""
+  state, act = _case(9, 2, 0.2, 1.0)
+  expected = expstdp.evolve(state, PARAMS, **act)
+  with jax.disable_jit():
+    got = expstdp.evolve_events(state, PARAMS, max_pre=8, max_post=8, **act)
+    outputs = expstdp.forward_events(got, PARAMS, act["pre_spike"], max_active=8).outputs
+  np.testing.assert_allclose(got.weights, expected.weights, rtol=0, atol=1e-6)
+  np.testing.assert_allclose(got.d_weights, expected.d_weights, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(outputs, act["pre_spike"] @ got.weights, rtol=1e-6)
+
+
 def test_nan_outputs_change_nothing():
   """evolve_events reads the outputs only to order itself after forward: a
   NaN output makes its column active, which gives the same weights."""

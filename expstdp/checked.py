@@ -21,7 +21,9 @@ def _check_finite(name: str, tree) -> None:
 
 
 def _check_param_values(name: str, params: ExpSTDPParams, dtype) -> None:
-  p, limit = params, max_exponent(dtype)
+  # As arrays: checkify formats only arrays, and under jax.disable_jit the
+  # fields may still be Python floats.
+  p, limit = jax.tree.map(jnp.asarray, params), max_exponent(dtype)
   checkify.check(jnp.all(p.A_minus >= 0), f"{name}.A_minus must be >= 0, got {{}}", p.A_minus)
   checkify.check(jnp.all(p.w_eps >= 0), f"{name}.w_eps must be >= 0, got {{}}", p.w_eps)
   checkify.check(jnp.all(p.tau_w >= 0), f"{name}.tau_w must be >= 0, got {{}}", p.tau_w)

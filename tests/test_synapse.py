@@ -110,6 +110,18 @@ def test_checked_mode_names_the_offending_field_under_jit():
   assert "evolve output" in err.get()
 
 
+def test_checked_mode_runs_under_disable_jit():
+  """Params of Python floats stay floats there, which checkify cannot format."""
+  state = _state()
+  with jax.disable_jit():
+    err, out = expstdp.checked(expstdp.evolve)(state, PARAMS)
+    assert err.get() is None
+    err, _ = expstdp.checked(expstdp.evolve)(state._replace(weights=state.weights.at[0, 0].set(-1e3)),
+                                             PARAMS._replace(exp_beta=1.0))
+  np.testing.assert_array_equal(out.weights, expstdp.evolve(state, PARAMS).weights)
+  assert "evolve output" in err.get()
+
+
 def test_checked_mode_under_vmap():
   states = jax.tree.map(lambda *x: jnp.stack(x), _state(seed=0), _state(seed=1))
   bad = states._replace(weights=states.weights.at[1, 0, 0].set(jnp.nan))

@@ -35,3 +35,16 @@ def fuses_siblings() -> bool:
 
   text = jax.jit(siblings).lower(np.zeros((64, 64), np.float32)).compile().as_text()
   return re.search(r"fusion[.\d]* = \(f32\[64,64\]", text) is not None
+
+
+@functools.cache
+def hoists_every_loop() -> bool:
+  """Whether XLA:CPU compiles every while loop into a single call, whatever
+  it touches per trip (jax 0.12 does), rather than only loops that touch
+  under xla_cpu_small_while_loop_byte_threshold (1 KiB) a trip. False off
+  CPU."""
+  if jax.default_backend() != "cpu":
+    return False
+  loop = jax.jit(lambda x, n: jax.lax.fori_loop(0, n, lambda i, x: 2 * x + 1, x))
+  text = loop.lower(np.zeros(1 << 18, np.float32), 3).compile().as_text()
+  return 'xla_cpu_small_call="true"' in text

@@ -165,13 +165,6 @@ def test_rows_in_pieces_give_what_whole_rows_give(seed, batch, rate, p_conn):
                              rtol=1e-6, atol=1e-6)
 
 
-def _hoists_every_loop():
-  """Whether XLA:CPU compiles a loop into a single call whatever it touches
-  per trip (jax 0.12 does; before, only loops under 1 KiB a trip)."""
-  loop = jax.jit(lambda x, n: jax.lax.fori_loop(0, n, lambda i, x: 2 * x + 1, x))
-  return 'xla_cpu_small_call="true"' in loop.lower(jnp.zeros(1 << 18), 3).compile().as_text()
-
-
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's small-loop threshold")
 @pytest.mark.parametrize("shape", [(784, 100), (784, 6400)])
 def test_rows_in_pieces_compile_into_single_calls(shape):
@@ -183,7 +176,7 @@ def test_rows_in_pieces_compile_into_single_calls(shape):
   calls = lambda f: jax.jit(f).lower(state).compile().as_text().count('xla_cpu_small_call="true"')
   evolve_calls = calls(lambda s: expstdp.evolve_events(s, PARAMS, max_pre=64, max_post=64,
                                                        with_d_weights=False))
-  assert evolve_calls == (4 if _hoists_every_loop() else 3)
+  assert evolve_calls == (4 if expstdp.backend.hoists_every_loop() else 3)
   assert calls(lambda s: expstdp.forward_events(s, PARAMS, max_active=64)) == 2
 
 
@@ -376,7 +369,7 @@ def test_small_loop_flag_changes_no_bit(tmp_path):
   # by default, the scan over time too (on one thread), the flag instead
   # keeps the scan, which touches all of W, as kernels.
   gained = out["small"]["small_calls"] - out["plain"]["small_calls"]
-  assert gained == (-1 if _hoists_every_loop() else 2)
+  assert gained == (-1 if expstdp.backend.hoists_every_loop() else 2)
   assert 0 < out["plain"]["spikes"].sum() < 30 * 100 / 4
   np.testing.assert_array_equal(out["small"]["weights"], out["plain"]["weights"])
   np.testing.assert_array_equal(out["small"]["spikes"], out["plain"]["spikes"])

@@ -30,13 +30,10 @@ def compiler_options() -> dict | None:
   ones. And with two or more batch elements and rows of 4096 weights or
   more, XLA:CPU hands a dense evolve to YNNPACK, which takes twice as long
   as XLA's own loop; the options keep it in XLA (benchmarks/README.md).
-  Copy insertion with region analysis leaves out copies of loop state that
-  the default inserts around loops (784 x 100 scanned steps: 6% faster
-  event-driven, 3% dense; a single evolve compiles the same). Results are bit
-  for bit the same (tested), except where YNNPACK would have run: its
-  exponential rounds differently in the last bit. An option that the
-  installed XLA does not know is left out (the scheduler option is not in
-  jax 0.9.0, the YNNPACK one not in 0.8.0). Process-wide XLA
+  Results are bit for bit the same (tested), except where YNNPACK would
+  have run: its exponential rounds differently in the last bit. An option
+  that the installed XLA does not know is left out (the scheduler option is
+  not in jax 0.9.0, the YNNPACK one not in 0.8.0). Process-wide XLA
   settings cannot be passed here; README, "Fast scans on CPU", says which
   ones matter.
   """
@@ -46,10 +43,13 @@ def compiler_options() -> dict | None:
 
 @functools.cache
 def _cpu_options():
+  # Not xla_cpu_copy_insertion_use_region_analysis: it makes scanned
+  # event-driven steps 6-9% faster, but alone it miscompiles a scan that
+  # evolves before forward (forward reads already-updated weights; jax 0.8.0
+  # to 0.12.0.1), and with these options still on jax 0.8.0.
   wanted = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED",
             "xla_cpu_prefer_vector_width": 512,
-            "xla_cpu_experimental_ynn_fusion_type": "",  # none
-            "xla_cpu_copy_insertion_use_region_analysis": True}
+            "xla_cpu_experimental_ynn_fusion_type": ""}  # none
   return {name: value for name, value in wanted.items() if backend.accepts_option(name, value)}
 
 

@@ -198,21 +198,22 @@ def test_forward_then_evolve_in_a_scan_updates_w_in_place():
 
 @pytest.mark.parametrize("with_d_weights", [False, True])
 def test_compiler_options_change_no_bit_in_scanned_steps(with_d_weights):
-  """The options change how XLA:CPU compiles the loops (and the copies of
-  their state); a scanned network, event-driven and dense, is the same."""
+  """The options change how XLA:CPU compiles the loops; a scanned network,
+  event-driven and dense, evolving before and after forward reads W, is
+  the same."""
   state = expstdp.clip_weights(expstdp.init(jax.random.PRNGKey(5), (N, M), eta=0.3), PARAMS)
   xs = jnp.asarray(np.random.default_rng(5).uniform(size=(40, 1, N)) < 0.2, jnp.float32)
   thresholds = jnp.linspace(0.5, 2.5, M)
 
   def run(s):
     def step(s, x):
+      # Evolving with the last step's activity, then reading W.
+      s = expstdp.evolve_events(s, PARAMS, max_pre=8, max_post=4, with_d_weights=with_d_weights)
       s = expstdp.forward_events(s, PARAMS, x, max_active=8)
       post = (s.outputs > thresholds).astype(jnp.float32)
       s = s._replace(pre_spike=x, post_spike=post, pre_trace=0.8 * s.pre_trace + x,
                      post_trace=0.8 * s.post_trace + post)
-      events_first = expstdp.evolve_events(s, PARAMS, max_pre=8, max_post=4,
-                                           with_d_weights=with_d_weights)
-      return expstdp.evolve(events_first, PARAMS, with_d_weights=with_d_weights), post.sum()
+      return expstdp.evolve(s, PARAMS, with_d_weights=with_d_weights), post.sum()
     return jax.lax.scan(step, s, xs)
 
   plain = jax.jit(run)(state)

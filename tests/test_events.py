@@ -207,7 +207,9 @@ def test_compiler_options_change_no_bit_in_scanned_steps(with_d_weights):
 
   def run(s):
     def step(s, x):
-      # Evolving with the last step's activity, then reading W.
+      # Evolving with the last step's activity, then reading W (each step's
+      # activity is learned twice, once by each evolve: a program to compile
+      # both ways, not a model).
       s = expstdp.evolve_events(s, PARAMS, max_pre=8, max_post=4, with_d_weights=with_d_weights)
       s = expstdp.forward_events(s, PARAMS, x, max_active=8)
       post = (s.outputs > thresholds).astype(jnp.float32)

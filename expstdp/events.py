@@ -24,7 +24,7 @@ import numpy as np
 
 from expstdp import backend
 from expstdp.synapse import (_MAX_BROADCAST_ROWS, _apply_dW, _dW, _evolve, _scalar,
-                             _scale_and_bias, _with_activity)
+                             _scale_and_bias, _sum_of_outer_products, _with_activity)
 from expstdp.types import ExpSTDPParams, SynapseState
 
 
@@ -269,8 +269,7 @@ def _ltd_dW(params, w, pre_spike, post_trace):
     zeros = jnp.zeros_like
     return _dW(params, w, pre_spike, zeros(pre_spike), zeros(post_trace), post_trace)
   dtype = w.dtype
-  depression = -_scalar(params.A_minus, dtype) * post_trace
-  hebbian = sum(pre_spike[k][:, None] * depression[k][None, :] for k in range(batch))
+  hebbian = _sum_of_outer_products(pre_spike, -_scalar(params.A_minus, dtype) * post_trace)
   return jnp.exp(-_scalar(params.exp_beta, dtype) * w) * hebbian
 
 

@@ -44,9 +44,9 @@ def compiler_options() -> dict | None:
 @functools.cache
 def _cpu_options():
   # Not xla_cpu_copy_insertion_use_region_analysis: it makes scanned
-  # event-driven steps 6-9% faster, but alone it miscompiles a scan that
-  # evolves before forward (forward reads already-updated weights; jax 0.8.0
-  # to 0.12.0.1), and with these options still on jax 0.8.0.
+  # event-driven steps 6-9% faster, but a loop that XLA hoists into a call
+  # can then read a scan's carry after the step wrote the next one into its
+  # buffer (jax 0.8.0 to 0.12.0.1; reproducer in benchmarks/README.md).
   wanted = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED",
             "xla_cpu_prefer_vector_width": 512,
             "xla_cpu_experimental_ynn_fusion_type": ""}  # none

@@ -172,9 +172,10 @@ def _sum_of_outer_products(a: jax.Array, b: jax.Array) -> jax.Array:
   if a.shape[0] <= _MAX_BROADCAST_ROWS:
     if a.shape[0] > 2 and min(a.shape[1], b.shape[1]) > 1:
       # b's rows vary along the vectorised inner loop. With two or more
-      # batch elements, XLA:CPU fused their slicing (from a scan's per-step
-      # slice of recorded activity) into the loop over every weight: 784 x
-      # 100 in lax.scan, batch 2, 390 vs 86 us a step. Computed first, they
+      # batch elements (more than two rows: _dW's product has two per
+      # element), XLA:CPU fused their slicing (from a scan's per-step slice
+      # of recorded activity) into the loop over every weight: 784 x 100 in
+      # lax.scan, batch 2, 390 vs 86 us a step. Computed first, they
       # are plain loads (a single call at 4096 x 4096 pays ~20% for that).
       # Not for one row or column of W, the event-driven passes, where it
       # costs kernels.

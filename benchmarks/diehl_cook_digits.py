@@ -56,7 +56,7 @@ class Network(NamedTuple):
 
 
 # The learning rate's factor per epoch. 1, no annealing, scored best on the
-# validation split (benchmarks/README.md; 0.5 before).
+# validation split (benchmarks/LOG.md; 0.5 before).
 ETA_DECAY = 1.0
 SELECTION_DRAWS = 1  # trainings per candidate when choosing on the validation split
 MIN_SPIKES = 5       # fewer excitatory spikes than this: present again, brighter

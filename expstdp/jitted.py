@@ -29,7 +29,7 @@ def compiler_options() -> dict | None:
   every weight, the cost of a dense evolve, runs ~1.5x faster on the wider
   ones. And with two or more batch elements and rows of 4096 weights or
   more, XLA:CPU hands a dense evolve to YNNPACK, which takes twice as long
-  as XLA's own loop; the options keep it in XLA (benchmarks/README.md).
+  as XLA's own loop; the options keep it in XLA (benchmarks/LOG.md).
   Results are bit for bit the same (tested), except where YNNPACK would
   have run: its exponential rounds differently in the last bit. An option
   that the installed XLA does not know is left out (the scheduler option is

@@ -25,7 +25,7 @@ from expstdp.validation import check_activity, check_array, check_state, validat
 # inside the elementwise loop than as a GEMM call, whose (N, M) result makes
 # a pass over memory of its own: a dense evolve at 4096 x 4096, batch 4,
 # took 14 vs 36 ms. At batch 8 broadcasting could be 3x slower (with XLA's
-# default YNNPACK fusion), so the GEMM takes over there (benchmarks/README.md).
+# default YNNPACK fusion), so the GEMM takes over there (benchmarks/LOG.md).
 _MAX_BROADCAST_ROWS = 8
 
 

@@ -276,7 +276,12 @@ def _with_activity(state, params, **arrays):
   validate_params(params, state.weights.dtype)
   given = {name: jnp.asarray(x) for name, x in arrays.items() if x is not None}
   for name, x in given.items():
-    check_array(name, x, getattr(state, name).shape, state.weights.dtype)
+    shape = getattr(state, name).shape
+    if x.ndim == 2 and x.shape[1] == shape[1] and x.shape[0] != shape[0]:
+      raise ValueError(
+          f"{name} must have shape {shape}, got {x.shape}: the state's batch size is "
+          f"{shape[0]}, which expstdp.init(..., batch_size=B) sets.")
+    check_array(name, x, shape, state.weights.dtype)
   return state._replace(**given)
 
 

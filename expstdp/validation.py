@@ -60,6 +60,9 @@ def check_state(state: SynapseState) -> None:
   """Checks every field of a SynapseState for shape and dtype."""
   if not isinstance(state, SynapseState):
     raise TypeError(f"state must be an expstdp.SynapseState, got {type(state).__name__}.")
+  for name, x in state._asdict().items():
+    if not hasattr(x, "dtype") and not isinstance(x, (int, float)):
+      raise TypeError(f"state.{name} must be an array, got {type(x).__name__}.")
   n_pre, n_post = check_weights("state.weights", state.weights)
   dtype = state.weights.dtype
   if np.ndim(state.inputs) != 2:

@@ -35,6 +35,9 @@ def test_compute_dW_rejects_mismatched_batches():
 def test_forward_rejects_bad_inputs():
   with pytest.raises(ValueError, match=r"inputs must have shape \(2, 4\)"):
     jax.jit(expstdp.forward)(STATE, PARAMS, jnp.ones((2, 3)))
+  with pytest.raises(ValueError, match=r"got \(3, 4\): the state's batch size is 2, which "
+                     r"expstdp.init\(..., batch_size=B\) sets"):
+    jax.jit(expstdp.forward)(STATE, PARAMS, jnp.ones((3, 4)))
 
 
 def test_inconsistent_state_is_named():
@@ -46,6 +49,8 @@ def test_inconsistent_state_is_named():
     expstdp.evolve(STATE._replace(eta=jnp.ones((1, 1))), PARAMS)
   with pytest.raises(TypeError, match="state must be an expstdp.SynapseState"):
     expstdp.reset(tuple(STATE))
+  with pytest.raises(TypeError, match="state.weights must be an array, got list"):
+    expstdp.forward(STATE._replace(weights=STATE.weights.tolist()), PARAMS)
 
 
 @pytest.mark.parametrize("change, pattern", [

@@ -43,8 +43,14 @@ def save(path, state: SynapseState, params: ExpSTDPParams) -> None:
 
 def load(path) -> tuple[SynapseState, ExpSTDPParams]:
   """Reads what `save` wrote; raises ValueError for a foreign, truncated or
-  inconsistent file, naming what is wrong."""
+  inconsistent file, naming what is wrong (and OSError, as `open` does, for
+  a path that cannot be read)."""
   path = os.fspath(path)
+  open(path, "rb").close()
+  if not zipfile.is_zipfile(path):
+    # Not numpy's message: for a file that is no archive it suggests allow_pickle.
+    raise ValueError(f"{path} is not a readable expstdp file (truncated or foreign): "
+                     "not a .npz (zip) archive.")
   try:
     with np.load(path, allow_pickle=False) as f:
       files = {k: f[k] for k in f.files}

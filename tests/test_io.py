@@ -53,8 +53,11 @@ def test_foreign_truncated_and_inconsistent_files_are_rejected(tmp_path):
 
   text = tmp_path / "text.npz"
   text.write_text("hello")
-  with pytest.raises(ValueError, match="truncated or foreign"):
+  with pytest.raises(ValueError, match=r"truncated or foreign\): not a .npz \(zip\) archive"):
     expstdp.load(text)
+
+  with pytest.raises(FileNotFoundError):
+    expstdp.load(tmp_path / "missing.npz")
 
   with zipfile.ZipFile(good) as z:
     members = {n: z.read(n) for n in z.namelist()}

@@ -62,3 +62,6 @@ def test_bad_arguments():
     traces.update(z, jnp.zeros((1, 4)), dt=1.0, tau_tr=2.0)
   with pytest.raises(ValueError, match="n_nearest_spikes"):
     traces.update(z, z, dt=1.0, tau_tr=2.0, n_nearest_spikes=-1)
+  for tau in (0.0, -5.0):
+    with pytest.raises(ValueError, match=f"tau_tr must be > 0, got {tau}"):
+      traces.update(z, z, dt=1.0, tau_tr=tau)

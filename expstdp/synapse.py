@@ -19,7 +19,8 @@ import numpy as np
 
 from expstdp import backend, initializers
 from expstdp.types import ExpSTDPParams, SynapseState
-from expstdp.validation import check_activity, check_array, check_state, validate_params
+from expstdp.validation import (check_activity, check_array, check_for_state, check_state,
+                                 validate_params)
 
 # Outer products of at most this many rows (batch 4) are cheaper broadcast
 # inside the elementwise loop than as a GEMM call, whose (N, M) result makes
@@ -276,12 +277,7 @@ def _with_activity(state, params, **arrays):
   validate_params(params, state.weights.dtype)
   given = {name: jnp.asarray(x) for name, x in arrays.items() if x is not None}
   for name, x in given.items():
-    shape = getattr(state, name).shape
-    if x.ndim == 2 and x.shape[1] == shape[1] and x.shape[0] != shape[0]:
-      raise ValueError(
-          f"{name} must have shape {shape}, got {x.shape}: the state's batch size is "
-          f"{shape[0]}, which expstdp.init(..., batch_size=B) sets.")
-    check_array(name, x, shape, state.weights.dtype)
+    check_for_state(name, x, getattr(state, name).shape, state.weights.dtype)
   return state._replace(**given)
 
 

@@ -34,6 +34,16 @@ def check_array(name: str, x, shape: tuple, dtype) -> None:
     )
 
 
+def check_for_state(name: str, x, shape: tuple, dtype) -> None:
+  """`check_array` for an array replacing a (B, n) field of a state, saying
+  where B comes from when only it differs."""
+  if np.ndim(x) == 2 and np.shape(x)[1] == shape[1] and np.shape(x)[0] != shape[0]:
+    raise ValueError(
+        f"{name} must have shape {tuple(shape)}, got {np.shape(x)}: the state's batch size "
+        f"is {shape[0]}, which expstdp.init(..., batch_size=B) sets.")
+  check_array(name, x, shape, dtype)
+
+
 def check_weights(name: str, weights) -> tuple[int, int]:
   """Checks an (N, M) floating weight matrix and returns (N, M)."""
   if np.ndim(weights) != 2:

@@ -94,7 +94,9 @@ def test_checked_mode_names_the_offending_field_under_jit():
   state = _state()
   err, out = evolve(state, PARAMS)
   assert err.get() is None
-  np.testing.assert_array_equal(out.weights, expstdp.evolve(state, PARAMS).weights)
+  # Against the same function jitted: jax 0.11.2 rounds one weight of the
+  # eager (op by op) evolve differently in the last bit.
+  np.testing.assert_array_equal(out.weights, jax.jit(expstdp.evolve)(state, PARAMS).weights)
 
   err, _ = evolve(state._replace(post_trace=state.post_trace.at[0, 0].set(jnp.inf)), PARAMS)
   assert "state.post_trace has non-finite values" in err.get()

@@ -23,6 +23,7 @@ args = parser.parse_args()
 if args.devices:  # must happen before jax is imported
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + f" --xla_force_host_platform_device_count={args.devices}")
+  os.environ["JAX_PLATFORMS"] = "cpu"  # else a machine with a GPU gives that one device
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

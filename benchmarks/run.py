@@ -368,27 +368,33 @@ p = expstdp.ExpSTDPParams(A_plus=1.0, A_minus=0.5, exp_beta=2.0, pretrace_target
 s = expstdp.init(jax.random.PRNGKey(0), (n, n))
 s = s._replace(pre_spike=s.pre_spike.at[0, ::20].set(1.0), post_spike=s.post_spike.at[0, ::20].set(1.0))
 jax.block_until_ready(s)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = lambda: (jax.devices()[0].memory_stats() or dict(peak_bytes_in_use=-1))["peak_bytes_in_use"]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, peak()
 for _ in range(5):
   s = expstdp.jitted.evolve(s, p)
 jax.block_until_ready(s)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(before * 1024, after * 1024)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, peak()
+print(*before, *after)
 """
 
 
 def memory(n):
-  """Peak RSS growth over 5 donated evolves, in a fresh process (ru_maxrss
-  never decreases, so it must not be shared with the other benchmarks)."""
+  """Peak memory growth over 5 donated evolves, in a fresh process (peaks
+  never decrease, so it must not be shared with the other benchmarks): the
+  device's peak bytes in use where it counts them (GPU, TPU), else the
+  process's peak RSS (CPU, where W lives in host memory)."""
   out = subprocess.run([sys.executable, "-c", MEMORY_PROBE.format(n=n)], capture_output=True,
                        text=True, check=True).stdout.split()
-  before, after = int(out[0]), int(out[1])
+  rss_before, device_before, rss_after, device_after = map(int, out)
+  on_device = device_before >= 0
+  before, after = (device_before, device_after) if on_device else (rss_before, rss_after)
   w_bytes = n * n * 4
   compiled = jax.jit(expstdp.evolve, donate_argnums=0, keep_unused=True).lower(
       expstdp.init(jax.random.PRNGKey(0), (n, n)), PARAMS).compile().memory_analysis()
-  return dict(shape=[n, n], W_MiB=w_bytes / 2**20, peak_rss_before_MiB=before / 2**20,
-              peak_rss_after_MiB=after / 2**20, growth_in_W=(after - before) / w_bytes,
-              xla_temp_MiB=compiled.temp_size_in_bytes / 2**20)
+  return dict(shape=[n, n], W_MiB=w_bytes / 2**20,
+              measure="device peak bytes in use" if on_device else "peak RSS",
+              peak_before_MiB=before / 2**20, peak_after_MiB=after / 2**20,
+              growth_in_W=(after - before) / w_bytes, xla_temp_MiB=compiled.temp_size_in_bytes / 2**20)
 
 
 def summarize(rows, mem):
@@ -410,7 +416,8 @@ def summarize(rows, mem):
       ("events vs dense at 2% spikes (>= 10x), with d_weights",
        t(e, "dense: jitted.evolve") / t(e, "events: jitted.evolve_events"), 10.0, True),
       ("vmapped populations vs loop (>= 2x)", t(p, "loop of jitted calls") / t(p, "one vmapped call"), 2.0, True),
-      ("peak RSS growth of a donated evolve, in units of W (< 4)", mem["growth_in_W"], 4.0, False),
+      (f"{mem['measure']} growth of a donated evolve, in units of W (< 4)", mem["growth_in_W"],
+       4.0, False),
   ]
   ngc = "ngclearn 3.1.1 MethodProcess, .set() per step"
   # Against the faster of the transcription's two compilations.
@@ -424,6 +431,13 @@ def summarize(rows, mem):
                 transcription / t(s, variant), 2.0, True))
   return [dict(target=name, measured=v, bound=b, met=(v >= b) if higher else (v <= b))
           for name, v, b, higher in out]
+
+
+def machine_name():
+  device = jax.devices()[0]
+  if device.platform == "cpu":
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+  return device.device_kind
 
 
 def plot(rows, path):
@@ -448,8 +462,7 @@ def plot(rows, path):
     ax.set_ylabel("time per evolve (ms)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-  fig.suptitle(f"expstdp evolve, float32, {platform.processor() or platform.machine()}, "
-               f"{os.cpu_count()} CPUs")
+  fig.suptitle(f"expstdp evolve, float32, {machine_name()}")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
 
@@ -503,8 +516,8 @@ def main():
   table(rows)
   print(f"\nceilings: {ceiling['copy_GB_per_s']:.1f} GB/s in-place copy, "
         f"{ceiling['exp_Gelem_per_s']:.2f} Gelem/s exp")
-  print(f"memory: donated evolve on {mem['shape']}: peak RSS grew {mem['growth_in_W']:.2f} x W "
-        f"({mem['W_MiB']:.0f} MiB); XLA temp {mem['xla_temp_MiB']:.1f} MiB")
+  print(f"memory: donated evolve on {mem['shape']}: {mem['measure']} grew "
+        f"{mem['growth_in_W']:.2f} x W ({mem['W_MiB']:.0f} MiB); XLA temp {mem['xla_temp_MiB']:.1f} MiB")
   targets = summarize(rows, mem)
   print("\ntargets (issue 5):")
   for t in targets:
@@ -515,7 +528,7 @@ def main():
           "was too noisy to trust those numbers; rerun.")
   result = dict(machine=dict(platform=platform.platform(), processor=platform.processor(),
                              cpus=os.cpu_count(), jax=jax.__version__,
-                             device=str(jax.devices()[0]),
+                             device=str(jax.devices()[0]), device_kind=machine_name(),
                              xla_flags=os.environ.get("XLA_FLAGS", "")),
                 quick=q, wall_s=time.time() - t0, ceilings=ceiling, memory=mem, targets=targets,
                 rows=rows)

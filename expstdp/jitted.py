@@ -14,8 +14,12 @@ functions: there XLA already updates the carry in place (and pass
 import functools
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from expstdp import backend, events, synapse
+from expstdp.types import ExpSTDPParams
+from expstdp.validation import validate_params
 
 
 def compiler_options() -> dict | None:
@@ -53,6 +57,29 @@ def _cpu_options():
   return {name: value for name, value in wanted.items() if backend.accepts_option(name, value)}
 
 
+def _as_arrays(params, dtype):
+  """Params given as Python (or numpy) numbers, as the arrays `jit` would
+  make of them, made once per set of values.
+
+  `jit` turns every number argument into a device array on every call: for
+  the eight fields, ~30 us a call on CPU and ~0.3 ms on an H200 GPU, where a
+  4096x4096 evolve then took 430 instead of 84 us (benchmarks/LOG.md). The
+  values are checked first, as the plain functions check concrete values
+  when traced: they cannot once they are arrays.
+  """
+  if not (isinstance(params, ExpSTDPParams)
+          and all(isinstance(v, (int, float, np.number)) for v in params)):
+    return params  # arrays already, or wrong: the function names the problem
+  exact = tuple((type(v), float(v).hex()) for v in params)  # tells 1 from 1.0, -0.0 from 0.0
+  return _converted(params, np.dtype(dtype), exact)
+
+
+@functools.lru_cache(maxsize=256)
+def _converted(params, dtype, exact):
+  validate_params(params, dtype)
+  return jax.tree.map(jnp.asarray, params)  # weakly typed, as jit converts a Python float
+
+
 def _in_place(fn, static_argnames=()):
   def split(weights, d_weights, rest, *args, **kwargs):
     new = fn(rest._replace(weights=weights, d_weights=d_weights), *args, **kwargs)
@@ -71,9 +98,11 @@ def _in_place(fn, static_argnames=()):
                    static_argnames=static_argnames, compiler_options=compiler_options())
 
   @functools.wraps(fn)
-  def call(state, *args, **kwargs):
+  def call(state, params, *args, **kwargs):
+    params = _as_arrays(params, state.weights.dtype)
     rest = state._replace(weights=None, d_weights=None)
-    weights, d_weights, changed = compiled()(state.weights, state.d_weights, rest, *args, **kwargs)
+    weights, d_weights, changed = compiled()(state.weights, state.d_weights, rest, params, *args,
+                                             **kwargs)
     return state._replace(weights=weights, d_weights=d_weights, **changed)
 
   return call

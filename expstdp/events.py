@@ -24,7 +24,8 @@ import numpy as np
 
 from expstdp import backend
 from expstdp.synapse import (_MAX_BROADCAST_ROWS, _apply_dW, _dW, _evolve, _scalar,
-                             _scale_and_bias, _sum_of_outer_products, _with_activity)
+                             _scale_and_bias, _sum_of_outer_products, _with_activity,
+                             _forward_precision)
 from expstdp.types import ExpSTDPParams, SynapseState
 
 
@@ -290,7 +291,7 @@ def forward_events(state: SynapseState, params: ExpSTDPParams, inputs=None, *,
 
 
 def _matmul(x, W):
-  return jnp.matmul(x, W, precision=jax.lax.Precision.HIGHEST)
+  return jnp.matmul(x, W, precision=_forward_precision())
 
 
 def _sparse_matmul(x, W, max_active):

@@ -134,6 +134,8 @@ def forward(state: SynapseState, params: ExpSTDPParams, inputs=None) -> SynapseS
 
   As in ngclearn, `weight_mask` is not applied here: evolve keeps masked
   weights at exactly 0, so W is already masked unless the caller overwrote it.
+  The product is float32 on every backend (a GPU's default is TF32) unless
+  `jax.default_matmul_precision` is set.
 
   Args:
     state: the synapse state.
@@ -149,9 +151,20 @@ def forward(state: SynapseState, params: ExpSTDPParams, inputs=None) -> SynapseS
 
 
 def _outputs(params, weights, inputs, biases):
-  outputs = jnp.matmul(inputs, weights, precision=jax.lax.Precision.HIGHEST,
+  outputs = jnp.matmul(inputs, weights, precision=_forward_precision(),
                        out_sharding=_explicit_outputs_sharding(inputs, weights))
   return _scale_and_bias(params, outputs, biases)
+
+
+def _forward_precision():
+  """Forward multiplies in float32 (HIGHEST), unless JAX was told another
+  default (`jax.default_matmul_precision`): a GPU's default is TF32, which at
+  batch 1024 x 4096 x 4096 on an H200 took 99 instead of 688 us, with
+  errors of 5.6e-5 instead of 8.6e-7 of the largest output. dW's products
+  are always float32: they cost memory, not arithmetic."""
+  if jax.config.jax_default_matmul_precision is None:
+    return jax.lax.Precision.HIGHEST
+  return None
 
 
 def _scale_and_bias(params, products, biases):

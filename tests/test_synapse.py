@@ -1,6 +1,8 @@
 """Behaviour of the single functions: documented differences from ngclearn,
 dtypes, non-finite values, the checked mode, reset and describe."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -137,3 +139,14 @@ def test_describe_covers_every_field():
   compartments = set().union(*info["compartments"].values())
   assert compartments == set(expstdp.SynapseState._fields)
   assert set(expstdp.ExpSTDPParams._fields) <= set(info["hyperparameters"])
+
+
+def test_forward_multiplies_in_float32_unless_jax_is_told_otherwise():
+  """A GPU multiplies float32 in TF32 by default; forward does not, unless
+  jax.default_matmul_precision says so (7x faster at batch 1024 on an H200)."""
+  state = _state()
+  for fn in (expstdp.forward, lambda s, p: expstdp.forward_events(s, p, max_active=2)):
+    precisions = lambda: re.findall(r"precision = \[(\w+)", jax.jit(fn).lower(state, PARAMS).as_text())
+    assert precisions() == ["HIGHEST"]
+    with jax.default_matmul_precision("tensorfloat32"):
+      assert precisions() == ["HIGH"]

@@ -17,8 +17,8 @@ def measure(variants: dict, *, rounds: int, calls: int, warmup: int = 2) -> dict
   On CPU each call is timed on its own. On a GPU or TPU the `calls` of a
   round are dispatched back to back and waited for once, as a Python loop
   of jitted calls runs there: waiting after each call would add a round
-  trip to the device to every one (~70 us on an H200, more than a
-  4096x4096 evolve)."""
+  trip to the device to every one (~75 us on an H200, twice an in-place
+  copy of 4096x4096)."""
   for step in variants.values():
     for _ in range(warmup):
       jax.block_until_ready(step())

@@ -23,9 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from expstdp import backend
-from expstdp.synapse import (_MAX_BROADCAST_ROWS, _apply_dW, _dW, _evolve, _scalar,
-                             _scale_and_bias, _sum_of_outer_products, _with_activity,
-                             _forward_precision)
+from expstdp.synapse import (_MAX_BROADCAST_ROWS, _apply_dW, _dW, _evolve, _forward_precision,
+                             _scalar, _scale_and_bias, _sum_of_outer_products, _with_activity)
 from expstdp.types import ExpSTDPParams, SynapseState
 
 

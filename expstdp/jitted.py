@@ -6,9 +6,10 @@ the new W (and dW) into the same buffers instead of allocating fresh (N, M)
 arrays every call; at large sizes that allocation costs more than the
 arithmetic. Those two arrays of the state passed in are consumed: use the
 returned state (its other fields are the arrays passed in, unless the call
-replaced them). Inside your own `jit` or `scan`, call the plain `expstdp`
-functions: there XLA already updates the carry in place (and pass
-`compiler_options()` to your `jit`).
+replaced them). Params given as Python numbers become arrays once per set
+of values, not on every call. Inside your own `jit` or `scan`, call the
+plain `expstdp` functions: there XLA already updates the carry in place (and
+pass `compiler_options()` to your `jit`).
 """
 
 import functools
@@ -68,9 +69,8 @@ def _as_arrays(params, dtype):
   `jit` turns every number argument into a device array on every call: for
   the eight fields, ~13 us a call on a CPU (a 128x128 evolve took 60 instead
   of 47 us) and ~0.3 ms on an H200 GPU (430 instead of 84 us at 4096x4096,
-  benchmarks/LOG.md). The
-  values are checked first, as the plain functions check concrete values
-  when traced: they cannot once they are arrays.
+  benchmarks/LOG.md). The values are checked first, as the plain functions
+  check concrete values when traced: they cannot once they are arrays.
   """
   if type(params) is not ExpSTDPParams:
     return params  # wrong: the function names the problem

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from expstdp import backend, events, synapse
-from expstdp.types import ExpSTDPParams
-from expstdp.validation import validate_params
+from expstdp.types import ExpSTDPParams, SynapseState
+from expstdp.validation import check_state, validate_params
 
 
 def compiler_options() -> dict | None:
@@ -72,7 +72,7 @@ def _as_arrays(params, dtype):
   benchmarks/LOG.md). The values are checked first, as the plain functions
   check concrete values when traced: they cannot once they are arrays.
   """
-  if type(params) is not ExpSTDPParams:
+  if type(params) is not ExpSTDPParams or dtype is None:
     return params  # wrong: the function names the problem
   types = tuple(map(type, params))
   if not all(issubclass(t, (int, float, np.number)) for t in types):
@@ -107,7 +107,9 @@ def _in_place(fn, static_argnames=()):
 
   @functools.wraps(fn)
   def call(state, params, *args, **kwargs):
-    params = _as_arrays(params, state.weights.dtype)
+    if not isinstance(state, SynapseState):
+      check_state(state)  # raises the error that names what state should be
+    params = _as_arrays(params, getattr(state.weights, "dtype", None))
     rest = state._replace(weights=None, d_weights=None)
     weights, d_weights, changed = compiled()(state.weights, state.d_weights, rest, params, *args,
                                              **kwargs)

@@ -51,6 +51,11 @@ def test_inconsistent_state_is_named():
     expstdp.reset(tuple(STATE))
   with pytest.raises(TypeError, match="state.weights must be an array, got list"):
     expstdp.forward(STATE._replace(weights=STATE.weights.tolist()), PARAMS)
+  for entry_point in (expstdp.jitted.evolve, expstdp.jitted.forward):
+    with pytest.raises(TypeError, match="state must be an expstdp.SynapseState"):
+      entry_point(tuple(STATE), PARAMS)
+    with pytest.raises(TypeError, match="state.weights must be an array, got list"):
+      entry_point(STATE._replace(weights=STATE.weights.tolist()), PARAMS)
 
 
 @pytest.mark.parametrize("change, pattern", [

@@ -25,7 +25,7 @@ def test_evolve_rejects_bad_activity(evolve, kwargs, error, pattern):
 
 
 def test_compute_dW_rejects_mismatched_batches():
-  w, a = STATE.weights, jnp.ones((2, 4))
+  w, a = STATE.weights, jnp.ones((2, 4), jnp.float32)
   with pytest.raises(ValueError, match=r"post_spike must have shape \(2, 3\)"):
     jax.jit(expstdp.compute_dW)(PARAMS, w, a, a, jnp.ones((5, 3)), jnp.ones((2, 3)))
   with pytest.raises(ValueError, match="weights must be a 2-D"):

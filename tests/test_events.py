@@ -186,7 +186,7 @@ def test_forward_then_evolve_in_a_scan_updates_w_in_place():
   not use forward's outputs, copies W only where the scan begins (W and
   d_weights enter the loop), never inside the loop body."""
   state = expstdp.init(jax.random.PRNGKey(0), (N, M))
-  xs = jnp.zeros((4, 1, N))
+  xs = jnp.zeros((4, 1, N), jnp.float32)
 
   def run(s):
     def step(s, x):

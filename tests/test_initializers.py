@@ -52,7 +52,7 @@ def test_dtype_is_honoured():
 def test_jax_initializers_plug_in():
   state = expstdp.init(KEY, (8, 5), weight_init=jax.nn.initializers.glorot_uniform(),
                        bias_init=jax.nn.initializers.normal(0.1))
-  expected = jax.nn.initializers.glorot_uniform()(jax.random.split(KEY, 4)[1], (8, 5))
+  expected = jax.nn.initializers.glorot_uniform()(jax.random.split(KEY, 4)[1], (8, 5), jnp.float32)
   np.testing.assert_array_equal(state.weights, expected)
   assert state.biases.shape == (1, 5)
 

@@ -68,7 +68,7 @@ def test_eager_compute_dW_matches_ngclearn_dweights():
   act = random_activity(rng, batch, *shape)
   expected = ref.step(**act)["d_weights"]
   del act["inputs"]
-  dW = expstdp.compute_dW(expstdp.ExpSTDPParams(**hp), jnp.asarray(weights), **act)
+  dW = expstdp.compute_dW(expstdp.ExpSTDPParams(**hp), jnp.asarray(weights, jnp.float32), **act)
   np.testing.assert_allclose(dW, expected, **TOL)
 
 

@@ -34,7 +34,7 @@ def test_multistep_parity_with_ngclearn_vartrace(case):
   kwargs = {k: v for k, v in hp.items()}
   step = jax.jit(lambda z, s: traces.update(z, s, dt=dt, **kwargs))
   rng = np.random.default_rng(case)
-  z = jnp.zeros((batch, n))
+  z = jnp.zeros((batch, n), jnp.float32)
   for _ in range(12):
     s = jnp.asarray(rng.uniform(size=(batch, n)) < 0.3, jnp.float32)
     ref.inputs.set(s)

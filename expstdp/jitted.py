@@ -14,6 +14,7 @@ pass `compiler_options()` to your `jit`).
 
 import functools
 import struct
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -62,9 +63,19 @@ def _cpu_options():
 _DOUBLES = struct.Struct(f"{len(ExpSTDPParams._fields)}d")
 
 
+class _Packed(NamedTuple):
+  """Number params as one array, so that jit handles one argument instead of
+  eight (~6 us less a call at 128x128 on a CPU, benchmarks/LOG.md)."""
+
+  values: jax.Array  # (8,), float32 (float64 with jax_enable_x64): the fields in order
+
+  def unpack(self) -> ExpSTDPParams:
+    return ExpSTDPParams(*(self.values[i] for i in range(len(ExpSTDPParams._fields))))
+
+
 def _as_arrays(params, dtype):
-  """Params given as Python (or numpy) numbers, as the arrays `jit` would
-  make of them, made once per set of values.
+  """Params given as Python (or numpy) numbers, as the values `jit` would
+  make of them, converted once per set of values and packed.
 
   `jit` turns every number argument into a device array on every call: for
   the eight fields, ~13 us a call on a CPU (a 128x128 evolve took 60 instead
@@ -78,19 +89,31 @@ def _as_arrays(params, dtype):
   if not all(issubclass(t, (int, float, np.number)) for t in types):
     return params  # arrays already
   # The exact values and types, unlike params' own hash and ==: 1 is not 1.0
-  # and -0.0 is not 0.0 here. ~2 us a call.
-  return _converted(params, dtype, (types, _DOUBLES.pack(*params)))
+  # and -0.0 is not 0.0 here; and what jit makes of them depends on x64.
+  # ~2 us a call.
+  key = (types, _DOUBLES.pack(*params), jax.config.jax_enable_x64)
+  return _converted(params, dtype, key)
 
 
 @functools.lru_cache(maxsize=256)
 def _converted(params, dtype, key):
   validate_params(params, dtype)
-  return jax.tree.map(jnp.asarray, params)  # weakly typed, as jit converts a Python float
+  arrays = [jnp.asarray(x) for x in params]  # what jit makes of each number
+  packed = jnp.stack([x.astype(jnp.result_type(float)) for x in arrays])
+  # Every function casts each value to the weights' dtype first, so a value
+  # the packing holds exactly gives the same bits; one it would round (an
+  # int over 2**24 in float32, a NaN's payload) stays as jit makes it.
+  if all(np.array_equal(np.asarray(p.astype(x.dtype)), np.asarray(x))
+         for p, x in zip(packed, arrays)):
+    return _Packed(packed)
+  return ExpSTDPParams(*arrays)
 
 
 def _in_place(fn, static_argnames=()):
-  def split(weights, d_weights, rest, *args, **kwargs):
-    new = fn(rest._replace(weights=weights, d_weights=d_weights), *args, **kwargs)
+  def split(weights, d_weights, rest, params, *args, **kwargs):
+    if isinstance(params, _Packed):
+      params = params.unpack()
+    new = fn(rest._replace(weights=weights, d_weights=d_weights), params, *args, **kwargs)
     # Only the fields that fn replaced come back: XLA copies every input
     # returned unchanged into a fresh buffer (~30 us a call at 784 x 100).
     # W and dW come first, in the order of the donated buffers they reuse.

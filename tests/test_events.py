@@ -332,15 +332,34 @@ def test_jitted_entry_points_update_in_place_and_match():
 
 def test_jitted_entry_points_convert_number_params_once_after_checking_them():
   """jit would turn each Python float into a device array on every call (~0.3
-  ms a call on a GPU); the entry points do it once per set of values, give
-  jit what it would have made (the same program, the same bits), and still
-  reject bad values."""
-  from expstdp.jitted import _as_arrays
-  arrays = _as_arrays(PARAMS, jnp.float32)
-  assert _as_arrays(expstdp.ExpSTDPParams(*PARAMS), jnp.float32) is arrays  # equal values
+  ms a call on a GPU); the entry points do it once per set of values, packed
+  into one array, whose values take the weights' dtype exactly as jit's
+  arrays would (the same bits), and still reject bad values."""
+  from expstdp.jitted import _as_arrays, _Packed
+
+  def as_weights_dtype(params, dtype):
+    return [np.asarray(jnp.asarray(x, dtype)) for x in params]
+
+  packed = _as_arrays(PARAMS, jnp.float32)
+  assert isinstance(packed, _Packed) and packed.values.shape == (len(PARAMS),)
+  assert _as_arrays(expstdp.ExpSTDPParams(*PARAMS), jnp.float32) is packed  # equal values
+  arrays = jax.tree.map(jnp.asarray, PARAMS)
   assert _as_arrays(arrays, jnp.float32) is arrays  # arrays are passed through
-  assert np.signbit(_as_arrays(PARAMS._replace(tau_w=-0.0), jnp.float32).tau_w)
-  assert all(isinstance(x, jax.Array) and x.weak_type for x in arrays)
+
+  def check(params, dtype):
+    got = _as_arrays(params, dtype)
+    got = got.unpack() if isinstance(got, _Packed) else got
+    jax.tree.map(np.testing.assert_array_equal, as_weights_dtype(got, dtype),
+                 as_weights_dtype(jax.tree.map(jnp.asarray, params), dtype))
+
+  check(PARAMS._replace(tau_w=-0.0, A_plus=3), jnp.float32)
+  check(PARAMS._replace(resist_scale=1 / 3), jnp.bfloat16)
+  assert np.signbit(_as_arrays(PARAMS._replace(tau_w=-0.0), jnp.float32).unpack().tau_w)
+  with jax.enable_x64(True):  # where jit makes float64 of a Python float, int64 of an int
+    assert _as_arrays(PARAMS, jnp.float64).values.dtype == jnp.float64
+    # An int64 that float64 rounds, to a tie that float32 then rounds down;
+    # straight to float32 it rounds up: it is not packed.
+    check(PARAMS._replace(resist_scale=2**53 + 2**29 + 1), jnp.float32)
   state, act = _case(3, 2, 0.2, 0.8)
   expected = dense_evolve(state, PARAMS, **act)
   got = expstdp.jitted.evolve(jax.tree.map(jnp.copy, state), PARAMS, **act)

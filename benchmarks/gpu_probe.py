@@ -7,9 +7,11 @@
   the in-place exp (the floor), the seed's transcription and expstdp.jitted's
   evolve, at 4096^2 and at 16384^2 (a GiB, far past the L2 cache);
 - forward's float32 (HIGHEST) product against TF32, at batch 1024;
+- expstdp.jitted's evolve with number params (packed into one argument)
+  against arrays (eight arguments);
 - the scanned synapse step at 784x100, 5% spikes, unrolled 1, 4 and 16
-  times, ours and the transcription's, also under two process-wide XLA:GPU
-  flags (each in a child process).
+  times, ours (forward in float32, and in TF32) and the transcription's,
+  also under two process-wide XLA:GPU flags (each in a child process).
 
 It runs on a CPU too (`--sizes 256 --batch 8` for a short run) but answers
 GPU questions; benchmarks/README.md has its H200 numbers. Times are medians
@@ -17,6 +19,7 @@ of per-call times over rounds of calls.
 """
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -80,6 +83,11 @@ def calls(sizes, rng):
           timed(f"{tag} evolve{', keeping dW' if keep else ''}, {kind}",
                 stateful(lambda s, p=params, f=evolve: f(s, p), jax.tree.map(jnp.copy, state)),
                 wait_each=wait_each)
+      # jitted packs number params into one argument; arrays stay eight.
+      for kind, params in (("Python floats (packed)", PARAMS), ("arrays (8 arguments)", ARRAYS)):
+        timed(f"{tag} jitted.evolve, {kind}",
+              stateful(lambda s, p=params: expstdp.jitted.evolve(s, p, with_d_weights=False),
+                       jax.tree.map(jnp.copy, state)), wait_each=wait_each)
 
 
 def precision(batch, rng):
@@ -110,12 +118,19 @@ def scans(rng, T=200):
     return ref.evolve(W, 1.0, jnp.ones((1, 1)), a["pre_spike"], a["pre_trace"], a["post_spike"],
                       a["post_trace"], **REF_HP), out
 
+  # forward's product in TF32, as the transcription's is on a GPU: does the
+  # float32 product keep our step out of CUDA graphs?
+  tf32 = functools.partial(jax.default_matmul_precision, "tensorfloat32")
+  variants = (("expstdp", ours, state, contextlib.nullcontext),
+              ("expstdp, TF32 forward", ours, state, tf32),
+              ("transcription", transcription, (state.weights, state.d_weights),
+               contextlib.nullcontext))
   for unroll in (1, 4, 16):
-    for name, body, carry in (("expstdp", ours, state),
-                              ("transcription", transcription, (state.weights, state.d_weights))):
+    for name, body, carry, context in variants:
       run = jax.jit(lambda c, body=body, unroll=unroll: jax.lax.scan(body, c, seq, unroll=unroll)[0])
-      timed(f"scan step 784x100, {name}, unroll {unroll}, per step", stateful(run, carry),
-            wait_each=False, calls=2, rounds=9, per_call=T)
+      with context():  # traced inside: the precision is read when forward is traced
+        timed(f"scan step 784x100, {name}, unroll {unroll}, per step", stateful(run, carry),
+              wait_each=False, calls=2, rounds=9, per_call=T)
 
 
 def main():

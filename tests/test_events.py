@@ -86,6 +86,9 @@ def test_event_driven_functions_run_with_x64_and_strict_promotion(dtype):
     np.testing.assert_allclose(outputs.astype(np.float64),
                                expstdp.forward(got, PARAMS, act["pre_spike"]).outputs.astype(np.float64),
                                rtol=1e-6 if jnp.finfo(dtype).bits >= 32 else 1e-2)
+    # The jitted entry points pack the params in float64 here.
+    jitted = expstdp.jitted.evolve(jax.tree.map(jnp.copy, state), PARAMS, **act)
+    jax.tree.map(np.testing.assert_array_equal, jitted, expected)
 
 
 def test_event_driven_functions_run_under_disable_jit():

@@ -86,13 +86,16 @@ def _as_arrays(params, dtype):
   if type(params) is not ExpSTDPParams or dtype is None:
     return params  # wrong: the function names the problem
   types = tuple(map(type, params))
-  if not all(issubclass(t, (int, float, np.number)) for t in types):
-    return params  # arrays already
+  if not all(issubclass(t, (int, float, np.integer, np.floating)) for t in types):
+    return params  # arrays already, or not real: the function names the problem
   # The exact values and types, unlike params' own hash and ==: 1 is not 1.0
   # and -0.0 is not 0.0 here; and what jit makes of them depends on x64.
   # ~2 us a call.
-  key = (types, _DOUBLES.pack(*params), jax.config.jax_enable_x64)
-  return _converted(params, dtype, key)
+  try:
+    doubles = _DOUBLES.pack(*params)
+  except struct.error:  # an int too large for a double: the function names the problem
+    return params
+  return _converted(params, dtype, (types, doubles, jax.config.jax_enable_x64))
 
 
 @functools.lru_cache(maxsize=256)

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import expstdp
@@ -56,6 +57,11 @@ def test_inconsistent_state_is_named():
       entry_point(tuple(STATE), PARAMS)
     with pytest.raises(TypeError, match="state.weights must be an array, got list"):
       entry_point(STATE._replace(weights=STATE.weights.tolist()), PARAMS)
+    # Params the number cache cannot hold get the plain functions' errors.
+    with pytest.raises(TypeError, match="params.A_plus must be a real number"):
+      entry_point(STATE, PARAMS._replace(A_plus=np.complex64(1)))
+    with pytest.raises(OverflowError):
+      entry_point(STATE, PARAMS._replace(A_plus=10**400))
 
 
 @pytest.mark.parametrize("change, pattern", [

@@ -12,7 +12,7 @@
 import jax
 import jax.numpy as jnp
 
-from expstdp.validation import _concrete, check_array
+from expstdp.validation import check_array, concrete_value
 
 
 def _decay_kind(decay_type: str) -> str:
@@ -45,7 +45,7 @@ def update(trace: jax.Array, spikes: jax.Array, *, dt, tau_tr, a_delta=0.0, P_sc
   check_array("spikes", spikes, jnp.shape(trace), jnp.result_type(trace))
   if not isinstance(n_nearest_spikes, int) or n_nearest_spikes < 0:
     raise ValueError(f"n_nearest_spikes must be a static int >= 0, got {n_nearest_spikes!r}.")
-  tau = _concrete(tau_tr)
+  tau = concrete_value(tau_tr)
   if tau is not None and not (tau > 0).all():
     raise ValueError(f"tau_tr must be > 0, got {tau_tr!r}.")
   dtype = trace.dtype

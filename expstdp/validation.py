@@ -97,7 +97,7 @@ def check_state(state: SynapseState) -> None:
     )
 
 
-def _concrete(x):
+def concrete_value(x):
   """The value of `x` as a numpy array, or None when it is a tracer."""
   try:
     return np.asarray(x)
@@ -129,7 +129,7 @@ def validate_params(params: ExpSTDPParams, dtype=jnp.float32) -> None:
     if not jnp.issubdtype(jnp.result_type(value), jnp.number) or jnp.issubdtype(
         jnp.result_type(value), jnp.complexfloating):
       raise TypeError(f"params.{name} must be a real number, got {value!r}.")
-  values = {name: _concrete(v) for name, v in params._asdict().items()}
+  values = {name: concrete_value(v) for name, v in params._asdict().items()}
   def known(*names):
     return all(values[n] is not None for n in names)
   for name in ("A_minus", "w_eps", "tau_w"):

@@ -345,6 +345,7 @@ def test_jitted_entry_points_convert_number_params_once_after_checking_them():
 
   packed = _as_arrays(PARAMS, jnp.float32)
   assert isinstance(packed, _Packed) and packed.values.shape == (len(PARAMS),)
+  assert _as_arrays(PARAMS, jnp.float32) is packed  # the same object again
   assert _as_arrays(expstdp.ExpSTDPParams(*PARAMS), jnp.float32) is packed  # equal values
   arrays = jax.tree.map(jnp.asarray, PARAMS)
   assert _as_arrays(arrays, jnp.float32) is arrays  # arrays are passed through
@@ -358,8 +359,14 @@ def test_jitted_entry_points_convert_number_params_once_after_checking_them():
   check(PARAMS._replace(tau_w=-0.0, A_plus=3), jnp.float32)
   check(PARAMS._replace(resist_scale=1 / 3), jnp.bfloat16)
   assert np.signbit(_as_arrays(PARAMS._replace(tau_w=-0.0), jnp.float32).unpack().tau_w)
+  assert _as_arrays(PARAMS, jnp.float32).values.dtype == jnp.float32
   with jax.enable_x64(True):  # where jit makes float64 of a Python float, int64 of an int
-    assert _as_arrays(PARAMS, jnp.float64).values.dtype == jnp.float64
+    assert _as_arrays(PARAMS, jnp.float32).values.dtype == jnp.float64  # the same object
+    # The same object, valid for float64 weights only: the check runs again.
+    steep = PARAMS._replace(exp_beta=100.0)
+    assert _as_arrays(steep, jnp.float64).values.dtype == jnp.float64
+    with pytest.raises(ValueError, match="exp_beta"):
+      _as_arrays(steep, jnp.float32)
     # An int64 that float64 rounds, to a tie that float32 then rounds down;
     # straight to float32 it rounds up: it is not packed.
     check(PARAMS._replace(resist_scale=2**53 + 2**29 + 1), jnp.float32)

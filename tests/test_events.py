@@ -359,7 +359,8 @@ def test_jitted_entry_points_convert_number_params_once_after_checking_them():
   check(PARAMS._replace(tau_w=-0.0, A_plus=3), jnp.float32)
   check(PARAMS._replace(resist_scale=1 / 3), jnp.bfloat16)
   assert np.signbit(_as_arrays(PARAMS._replace(tau_w=-0.0), jnp.float32).unpack().tau_w)
-  assert _as_arrays(PARAMS, jnp.float32).values.dtype == jnp.float32
+  with jax.enable_x64(False):
+    assert _as_arrays(PARAMS, jnp.float32).values.dtype == jnp.float32
   with jax.enable_x64(True):  # where jit makes float64 of a Python float, int64 of an int
     assert _as_arrays(PARAMS, jnp.float32).values.dtype == jnp.float64  # the same object
     # The same object, valid for float64 weights only: the check runs again.

@@ -364,7 +364,27 @@ def baselines(Xtr, ytr, Xte, yte, n_clusters, seed=0):
                        if np.any(km.labels_ == c) else 0 for c in range(n_clusters)])
   return {"logistic regression on raw pixels": float(logistic.score(Xte, yte)),
           f"k-means ({n_clusters} clusters) + majority label": float(
-              np.mean(majority[km.predict(Xte)] == yte))}
+              np.mean(majority[km.predict(Xte)] == yte)),
+          f"{n_clusters} training images, no learning": exemplars(Xtr, ytr, Xte, yte, n_clusters,
+                                                                 seed=seed)}
+
+
+def exemplars(Xtr, ytr, Xte, yte, n, draws=5, seed=0):
+  """What memory alone scores: n training images drawn at random as the
+  prototypes, matched by cosine similarity, each taking the majority label
+  of the training images it matches best (as a neuron takes its class);
+  the mean over `draws` draws. A network of n neurons should beat it."""
+  rng = np.random.default_rng(seed)
+  accuracies = []
+  for _ in range(draws):
+    prototypes = Xtr[rng.choice(len(Xtr), n, replace=False)]
+    prototypes = prototypes / np.linalg.norm(prototypes, axis=1, keepdims=True)
+    nearest = lambda X: np.argmax(X @ prototypes.T, axis=1)
+    won = nearest(Xtr)
+    label = np.array([np.bincount(ytr[won == k], minlength=10).argmax() if np.any(won == k)
+                      else 0 for k in range(n)])
+    accuracies.append(np.mean(label[nearest(Xte)] == yte))
+  return float(np.mean(accuracies))
 
 
 def pictures(net, neurons, stdp, image, key, steps, side, out_dir, tag):

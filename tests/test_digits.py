@@ -59,7 +59,8 @@ def test_quick_run_learns_and_a_saved_network_evaluates_the_same(tmp_path):
   assert result["test_accuracy"] > 0.5, "chance is 0.1: the network should have learned"
   assert "validation split" in result["chosen_by"]
   assert set(result["baselines"]) == {"logistic regression on raw pixels",
-                                      "k-means (100 clusters) + majority label"}
+                                      "k-means (100 clusters) + majority label",
+                                      "100 training images, no learning"}
   assert all(pathlib.Path(p).stat().st_size > 0 for p in result["pictures"])
   loaded = dc.main(["--quick", "--load", str(tmp_path / "net"), "--json", str(tmp_path / "l.json")])
   # Same network, same test images, same Poisson draw of the input spikes.
@@ -75,3 +76,13 @@ def test_readout_assigns_each_neuron_its_class_and_leaves_silent_ones_out():
   # Each image goes to the class whose neurons fired most; class 0 has none.
   np.testing.assert_array_equal(dc.predict(np.array([[3, 2, 0], [0, 1, 0]], float),
                                            assignments, n_classes=3), [1, 2])
+
+
+def test_exemplar_baseline_is_nearest_neighbour_by_cosine_with_all_images():
+  rng = np.random.default_rng(0)
+  Xtr, Xte = rng.uniform(size=(60, 5)), rng.uniform(size=(20, 5))
+  ytr, yte = rng.integers(0, 3, 60), rng.integers(0, 3, 20)
+  unit = lambda X: X / np.linalg.norm(X, axis=1, keepdims=True)
+  nearest = np.argmax(unit(Xte) @ unit(Xtr).T, axis=1)
+  # With every training image a prototype, each is its own best match.
+  assert dc.exemplars(Xtr, ytr, Xte, yte, 60, draws=1) == np.mean(ytr[nearest] == yte)

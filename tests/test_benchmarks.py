@@ -1,5 +1,6 @@
 """The benchmark suite runs end to end (speed itself is measured there, not here)."""
 
+import importlib.util
 import json
 import pathlib
 import subprocess
@@ -18,7 +19,10 @@ def test_quick_benchmark_writes_every_target(tmp_path):
   for row in result["rows"]:
     assert row["median_ms"] > 0 and row["calls"] > 0
   variants = {row["variant"] for row in result["rows"]}
-  assert "ngclearn 3.1.1 MethodProcess, .set() per step" in variants
+  if importlib.util.find_spec("ngclearn"):  # installed with the test extras
+    assert "ngclearn 3.1.1 MethodProcess, .set() per step" in variants
+  else:  # the row is skipped, and says so
+    assert "ngclearn 3.1.1 not installed" in out
 
 
 def test_quick_sharding_benchmark_runs_on_8_simulated_devices(tmp_path):

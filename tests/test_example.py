@@ -1,9 +1,11 @@
+import importlib.util
 import pathlib
 import re
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -25,6 +27,8 @@ def test_example_runs():
   assert means[0] < means[-1]  # more LTP, larger weights
 
 
+@pytest.mark.skipif(importlib.util.find_spec("ngclearn") is None,
+                    reason="ngclearn is not installed (pip install -e '.[test]')")
 def test_port_from_ngclearn_gives_ngclearns_weights():
   out = subprocess.run([sys.executable, str(ROOT / "examples" / "port_from_ngclearn.py")],
                        capture_output=True, text=True, timeout=300, check=True).stdout

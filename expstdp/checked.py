@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
-from expstdp.types import ExpSTDPParams
+from expstdp.events import evolve_events
+from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.validation import max_exponent
 
 
@@ -35,11 +36,25 @@ def _check_param_values(name: str, params: ExpSTDPParams, dtype) -> None:
                  p.exp_beta * p.w_bound)
 
 
+def _check_weights_in_range(state: SynapseState, params: ExpSTDPParams) -> None:
+  # The event-driven evolve leaves the weights outside the active rows and
+  # columns as they are: right only if the clip would leave them too.
+  dtype = state.weights.dtype
+  w_eps = jnp.asarray(params.w_eps, dtype)
+  w_bound = jnp.asarray(params.w_bound, dtype)
+  W = state.weights
+  kept = (W >= w_eps) & (W <= w_bound - w_eps)
+  checkify.check(jnp.all(jnp.where(state.weight_mask, kept, W == 0)),
+                 "state.weights must lie in [w_eps, w_bound - w_eps], or be 0 where masked, "
+                 "for evolve_events; call expstdp.clip_weights(state, params) once")
+
+
 def checked(fn):
   """Wraps an expstdp function so that every call checks, at run time, that
   all its floating inputs and outputs are finite and that the hyperparameter
   values are valid (see `validate_params`), naming the offending field
-  (e.g. `state.pre_trace`).
+  (e.g. `state.pre_trace`); for `evolve_events` (or a `functools.partial`
+  of it), also its precondition on the weights.
 
   The wrapped function returns `(error, result)`; call `error.throw()` (or
   `error.get()` for the message or None). It composes with `jax.jit`:
@@ -49,18 +64,26 @@ def checked(fn):
     err.throw()
   """
   signature = inspect.signature(fn)
+  base = fn
+  while isinstance(base, functools.partial):  # e.g. evolve_events with its capacities
+    base = base.func
+  fn_name = getattr(base, "__name__", type(base).__name__)
 
   @functools.wraps(fn)
   def with_checks(*args, **kwargs):
-    arguments = signature.bind(*args, **kwargs).arguments
+    bound = signature.bind(*args, **kwargs)
+    arguments = bound.arguments
     weights = arguments["state"].weights if "state" in arguments else arguments.get("weights")
     dtype = jnp.result_type(weights) if weights is not None else jnp.float32
     for name, value in arguments.items():
       if isinstance(value, ExpSTDPParams):
         _check_param_values(name, value, dtype)
       _check_finite(name, value)
+    if base is evolve_events:
+      bound.apply_defaults()  # a partial may hold params
+      _check_weights_in_range(bound.arguments["state"], bound.arguments["params"])
     result = fn(*args, **kwargs)
-    _check_finite(f"{fn.__name__} output", result)
+    _check_finite(f"{fn_name} output", result)
     return result
 
   return checkify.checkify(with_checks, errors=checkify.user_checks)

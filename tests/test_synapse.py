@@ -1,6 +1,7 @@
 """Behaviour of the single functions: documented differences from ngclearn,
 dtypes, non-finite values, the checked mode, reset and describe."""
 
+import functools
 import re
 
 import jax
@@ -131,6 +132,34 @@ def test_checked_mode_under_vmap():
   bad = states._replace(weights=states.weights.at[1, 0, 0].set(jnp.nan))
   err, _ = jax.jit(jax.vmap(expstdp.checked(expstdp.evolve), in_axes=(0, None)))(bad, PARAMS)
   assert "state.weights has non-finite values" in err.get()
+
+
+def test_checked_mode_checks_the_event_driven_precondition():
+  """evolve_events leaves the weights outside the active rows and columns as
+  they are, which is right only if the clip would too: the checked mode
+  says when it would not, also through a functools.partial (the natural way
+  to give the capacities), and under vmap."""
+  events = jax.jit(expstdp.checked(functools.partial(expstdp.evolve_events, max_pre=6,
+                                                     max_post=5)))
+  state = _state(p_conn=0.6)
+  err, out = events(state, PARAMS)
+  assert err.get() is None
+  np.testing.assert_array_equal(out.weights, jax.jit(expstdp.evolve)(state, PARAMS).weights)
+  i, j = np.argwhere(np.asarray(state.weight_mask))[0]
+  for bad in (state.weights.at[i, j].set(0.0),                         # connected, below w_eps
+              state.weights.at[i, j].set(1.0),                         # above w_bound - w_eps
+              jnp.where(state.weight_mask, state.weights, 0.5)):       # masked, not 0
+    err, _ = events(state._replace(weights=bad), PARAMS)
+    assert "state.weights must lie in [w_eps, w_bound - w_eps]" in err.get()
+  err, _ = jax.vmap(events, in_axes=(0, None))(
+      jax.tree.map(lambda *x: jnp.stack(x), state, state._replace(weights=bad)), PARAMS)
+  assert "clip_weights" in err.get()
+  # The dense evolve has no such precondition; a partial names its function.
+  dense = jax.jit(expstdp.checked(functools.partial(expstdp.evolve, with_d_weights=True)))
+  assert dense(state._replace(weights=bad), PARAMS)[0].get() is None
+  err, _ = dense(state._replace(weights=state.weights.at[0, 0].set(-1e3)),
+                 PARAMS._replace(exp_beta=1.0))
+  assert "evolve output" in err.get()
 
 
 def test_describe_covers_every_field():

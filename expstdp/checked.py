@@ -15,6 +15,8 @@ from expstdp.validation import max_exponent
 
 def _check_finite(name: str, tree) -> None:
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if isinstance(leaf, str):  # a static option, e.g. traces.update's decay_type
+      continue
     if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
       suffix = jax.tree_util.keystr(path, simple=True, separator=".")
       field = f"{name}.{suffix}" if suffix else name
@@ -72,6 +74,7 @@ def checked(fn):
   @functools.wraps(fn)
   def with_checks(*args, **kwargs):
     bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()  # what a functools.partial holds is checked too
     arguments = bound.arguments
     weights = arguments["state"].weights if "state" in arguments else arguments.get("weights")
     dtype = jnp.result_type(weights) if weights is not None else jnp.float32
@@ -80,8 +83,7 @@ def checked(fn):
         _check_param_values(name, value, dtype)
       _check_finite(name, value)
     if base is evolve_events:
-      bound.apply_defaults()  # a partial may hold params
-      _check_weights_in_range(bound.arguments["state"], bound.arguments["params"])
+      _check_weights_in_range(arguments["state"], arguments["params"])
     result = fn(*args, **kwargs)
     _check_finite(f"{fn_name} output", result)
     return result

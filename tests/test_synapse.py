@@ -162,6 +162,18 @@ def test_checked_mode_checks_the_event_driven_precondition():
   assert "evolve output" in err.get()
 
 
+def test_checked_mode_checks_what_a_partial_holds_and_skips_string_options():
+  state = _state()
+  held = jax.jit(expstdp.checked(functools.partial(
+      expstdp.evolve, pre_trace=state.pre_trace.at[0, 0].set(jnp.nan))))
+  assert "pre_trace has non-finite values" in held(state, PARAMS)[0].get()
+  trace = jax.jit(expstdp.checked(expstdp.traces.update), static_argnames="decay_type")
+  spikes = state.pre_spike.at[0, 0].set(jnp.nan)
+  assert trace(state.pre_trace, state.pre_spike, dt=1.0, tau_tr=10.0)[0].get() is None
+  assert "spikes has non-finite" in trace(state.pre_trace, spikes, dt=1.0, tau_tr=10.0,
+                                          decay_type="lin")[0].get()
+
+
 def test_describe_covers_every_field():
   info = expstdp.describe()
   assert set(info) == {"ExpSTDPSynapse", "compartments", "dynamics", "hyperparameters"}

@@ -6,6 +6,7 @@ import inspect
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental import checkify
 
 from expstdp.events import evolve_events
@@ -13,9 +14,14 @@ from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.validation import max_exponent
 
 
+# What can hold a NaN. Other leaves are static options (a dtype, a string, an
+# initializer function).
+_VALUES = (jax.Array, np.ndarray, np.generic, int, float, complex)
+
+
 def _check_finite(name: str, tree) -> None:
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    if isinstance(leaf, str):  # a static option, e.g. traces.update's decay_type
+    if not isinstance(leaf, _VALUES):
       continue
     if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
       suffix = jax.tree_util.keystr(path, simple=True, separator=".")

@@ -162,7 +162,7 @@ def test_checked_mode_checks_the_event_driven_precondition():
   assert "evolve output" in err.get()
 
 
-def test_checked_mode_checks_what_a_partial_holds_and_skips_string_options():
+def test_checked_mode_checks_what_a_partial_holds_and_skips_static_options():
   state = _state()
   held = jax.jit(expstdp.checked(functools.partial(
       expstdp.evolve, pre_trace=state.pre_trace.at[0, 0].set(jnp.nan))))
@@ -172,6 +172,9 @@ def test_checked_mode_checks_what_a_partial_holds_and_skips_string_options():
   assert trace(state.pre_trace, state.pre_spike, dt=1.0, tau_tr=10.0)[0].get() is None
   assert "spikes has non-finite" in trace(state.pre_trace, spikes, dt=1.0, tau_tr=10.0,
                                           decay_type="lin")[0].get()
+  err, _ = expstdp.checked(expstdp.init)(jax.random.PRNGKey(0), (4, 3),
+                                         weight_init=expstdp.initializers.uniform(0.1, 0.5))
+  assert err.get() is None  # a dtype and a function are options, not values
 
 
 def test_describe_covers_every_field():

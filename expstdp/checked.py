@@ -46,13 +46,15 @@ def _check_param_values(name: str, params: ExpSTDPParams, dtype) -> None:
 
 def _check_weights_in_range(state: SynapseState, params: ExpSTDPParams) -> None:
   # The event-driven evolve leaves the weights outside the active rows and
-  # columns as they are: right only if the clip would leave them too.
+  # columns as they are: right only if the clip would leave them too (or if
+  # a decay, tau_w != 0, makes it run densely).
   dtype = state.weights.dtype
   w_eps = jnp.asarray(params.w_eps, dtype)
   w_bound = jnp.asarray(params.w_bound, dtype)
   W = state.weights
   kept = (W >= w_eps) & (W <= w_bound - w_eps)
-  checkify.check(jnp.all(jnp.where(state.weight_mask, kept, W == 0)),
+  dense = jnp.asarray(params.tau_w, dtype) != 0
+  checkify.check(jnp.all(jnp.where(state.weight_mask, kept, W == 0)) | dense,
                  "state.weights must lie in [w_eps, w_bound - w_eps], or be 0 where masked, "
                  "for evolve_events; call expstdp.clip_weights(state, params) once")
 

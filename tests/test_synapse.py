@@ -154,6 +154,11 @@ def test_checked_mode_checks_the_event_driven_precondition():
   err, _ = jax.vmap(events, in_axes=(0, None))(
       jax.tree.map(lambda *x: jnp.stack(x), state, state._replace(weights=bad)), PARAMS)
   assert "clip_weights" in err.get()
+  # With a decay it runs densely: then any weights will do.
+  decaying = state._replace(weights=bad), PARAMS._replace(tau_w=5.0)
+  err, out = events(*decaying)
+  assert err.get() is None
+  np.testing.assert_array_equal(out.weights, jax.jit(expstdp.evolve)(*decaying).weights)
   # The dense evolve has no such precondition; a partial names its function.
   dense = jax.jit(expstdp.checked(functools.partial(expstdp.evolve, with_d_weights=True)))
   assert dense(state._replace(weights=bad), PARAMS)[0].get() is None

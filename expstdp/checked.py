@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
-from expstdp.events import evolve_events
+from expstdp.events import clip_weights, evolve_events
 from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.validation import max_exponent
 
@@ -48,13 +48,9 @@ def _check_weights_in_range(state: SynapseState, params: ExpSTDPParams) -> None:
   # The event-driven evolve leaves the weights outside the active rows and
   # columns as they are: right only if the clip would leave them too (or if
   # a decay, tau_w != 0, makes it run densely).
-  dtype = state.weights.dtype
-  w_eps = jnp.asarray(params.w_eps, dtype)
-  w_bound = jnp.asarray(params.w_bound, dtype)
-  W = state.weights
-  kept = (W >= w_eps) & (W <= w_bound - w_eps)
-  dense = jnp.asarray(params.tau_w, dtype) != 0
-  checkify.check(jnp.all(jnp.where(state.weight_mask, kept, W == 0)) | dense,
+  unchanged = jnp.all(clip_weights(state, params).weights == state.weights)
+  dense = jnp.asarray(params.tau_w, state.weights.dtype) != 0
+  checkify.check(unchanged | dense,
                  "state.weights must lie in [w_eps, w_bound - w_eps], or be 0 where masked, "
                  "for evolve_events; call expstdp.clip_weights(state, params) once")
 

@@ -9,7 +9,9 @@ returned state (its other fields are the arrays passed in, unless the call
 replaced them). Params given as Python numbers become arrays once per set
 of values, not on every call. Inside your own `jit` or `scan`, call the
 plain `expstdp` functions: there XLA already updates the carry in place (and
-pass `compiler_options()` to your `jit`).
+pass `compiler_options()` to your `jit`). On CPU, a loop that waits for each
+call's result can gain from two process-wide threading settings (README,
+Performance).
 """
 
 import functools

@@ -34,3 +34,20 @@ def test_quick_sharding_benchmark_runs_on_8_simulated_devices(tmp_path):
   layouts = [row["layout"] for row in result["rows"]]
   assert "population-parallel, 8 devices" in layouts and "overhead" in out
   assert all(row["us_per_step"] > 0 for row in result["rows"])
+
+
+def test_quick_dispatch_benchmark_runs_every_setting(tmp_path):
+  out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "dispatch.py"), "--quick",
+                        "--json", str(tmp_path / "d.json")],
+                       capture_output=True, text=True, timeout=600, check=True).stdout
+  result = json.loads((tmp_path / "d.json").read_text())
+  assert "default / fastest" in out
+  assert {(r["function"], r["loop"]) for r in result["rows"]} == {
+      (f, loop) for f in ("evolve", "evolve_events", "forward_events")
+      for loop in ("waited", "chained")}
+  for row in result["rows"]:
+    assert all(row[s]["median_us"] > 0 for s in result["settings"])
+  ran_under = result["ran_under"]
+  assert ran_under["default"]["async_dispatch"] and not ran_under["synchronous"]["async_dispatch"]
+  if "one core" in ran_under:  # Linux
+    assert ran_under["one core"]["cpus"] == 1 and ran_under["one core, synchronous"]["cpus"] == 1

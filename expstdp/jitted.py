@@ -24,7 +24,7 @@ import numpy as np
 
 from expstdp import backend, events, synapse
 from expstdp.types import ExpSTDPParams, SynapseState
-from expstdp.validation import check_state, validate_params
+from expstdp.validation import check_not_donated, check_state, validate_params
 
 
 def compiler_options() -> dict | None:
@@ -158,8 +158,12 @@ def _in_place(fn, static_argnames=()):
       check_state(state)  # raises the error that names what state should be
     params = _as_arrays(params, getattr(state.weights, "dtype", None))
     rest = state._replace(weights=None, d_weights=None)
-    weights, d_weights, changed = compiled()(state.weights, state.d_weights, rest, params, *args,
-                                             **kwargs)
+    try:
+      weights, d_weights, changed = compiled()(state.weights, state.d_weights, rest, params,
+                                               *args, **kwargs)
+    except (ValueError, RuntimeError):  # looked into only when the call fails
+      check_not_donated(state)  # names a state that an earlier call consumed
+      raise
     return state._replace(weights=weights, d_weights=d_weights, **changed)
 
   return call

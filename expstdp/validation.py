@@ -47,7 +47,12 @@ def check_for_state(name: str, x, shape: tuple, dtype) -> None:
 def check_weights(name: str, weights) -> tuple[int, int]:
   """Checks an (N, M) floating weight matrix and returns (N, M)."""
   if np.ndim(weights) != 2:
-    raise ValueError(f"{name} must be a 2-D (n_pre, n_post) array, got shape {np.shape(weights)}.")
+    # A leading axis is most often stacked populations, which the functions
+    # take one at a time under vmap.
+    hint = (" For stacked populations, jax.vmap the plain functions (the jitted entry points "
+            "take one population)." if np.ndim(weights) > 2 else "")
+    raise ValueError(f"{name} must be a 2-D (n_pre, n_post) array, got shape "
+                     f"{np.shape(weights)}.{hint}")
   if not jnp.issubdtype(jnp.result_type(weights), jnp.floating):
     raise TypeError(f"{name} must be floating, got dtype {_dtype_name(jnp.result_type(weights))}.")
   return np.shape(weights)
@@ -73,6 +78,7 @@ def check_state(state: SynapseState) -> None:
   for name, x in state._asdict().items():
     if not hasattr(x, "dtype") and not isinstance(x, (int, float)):
       raise TypeError(f"state.{name} must be an array, got {type(x).__name__}.")
+  check_not_donated(state)
   n_pre, n_post = check_weights("state.weights", state.weights)
   dtype = state.weights.dtype
   if np.ndim(state.inputs) != 2:
@@ -95,6 +101,22 @@ def check_state(state: SynapseState) -> None:
         f"state.weight_mask must be a bool array of shape (1, 1) or ({n_pre}, {n_post}), "
         f"got {_dtype_name(jnp.result_type(mask))} {np.shape(mask)}."
     )
+
+
+def check_not_donated(state: SynapseState) -> None:
+  """Raises if W or dW is an array whose buffer a donation (an `expstdp.jitted`
+  call) has deleted: jax's own error names neither the field nor the cause."""
+  for name in ("weights", "d_weights"):
+    x = getattr(state, name)
+    try:
+      deleted = isinstance(x, jax.Array) and x.is_deleted()
+    except jax.errors.ConcretizationTypeError:  # a tracer: never donated
+      deleted = False
+    if deleted:
+      raise ValueError(
+          f"state.{name} has been deleted, as a state's weights and d_weights are once passed "
+          "to an expstdp.jitted call (they are donated): use the state that call returned (to "
+          "keep this one too, pass a copy, jax.tree.map(jnp.copy, state)).")
 
 
 def concrete_value(x):

@@ -102,3 +102,24 @@ def test_init_rejects_bad_arguments(kwargs, pattern):
 def test_init_rejects_integer_dtype():
   with pytest.raises(TypeError, match="dtype must be a floating"):
     expstdp.init(jax.random.PRNGKey(0), (2, 2), dtype=jnp.int32)
+
+
+def test_a_state_consumed_by_a_jitted_call_is_named():
+  """The jitted entry points donate W and dW; passing the old state again
+  (to them or to the plain functions) says so, naming the field."""
+  state = jax.tree.map(jnp.copy, STATE)
+  new = expstdp.jitted.evolve(state, PARAMS)
+  for fn in (expstdp.jitted.evolve, expstdp.jitted.forward, expstdp.evolve, expstdp.forward):
+    with pytest.raises(ValueError, match="state.weights has been deleted.*expstdp.jitted"):
+      fn(state, PARAMS)
+  with pytest.raises(ValueError, match="state.d_weights has been deleted"):
+    expstdp.jitted.evolve(new._replace(d_weights=state.d_weights), PARAMS)
+  expstdp.jitted.evolve(new, PARAMS)  # the returned state works
+
+
+def test_stacked_populations_get_a_hint():
+  stacked = jax.tree.map(lambda x: jnp.stack([x, x]), STATE)
+  for fn in (expstdp.evolve, expstdp.jitted.evolve):
+    with pytest.raises(ValueError, match=r"got shape \(2, 4, 3\)\. For stacked populations, "
+                       r"jax.vmap the plain functions"):
+      fn(stacked, PARAMS)

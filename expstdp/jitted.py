@@ -108,6 +108,8 @@ _last = (None, None, None, None)  # params, dtype, x64, what _lookup made of the
 def _lookup(params, dtype, x64):
   types = tuple(map(type, params))
   if not all(issubclass(t, (int, float, np.integer, np.floating)) for t in types):
+    if any(issubclass(t, (str, bytes, type(None))) for t in types):
+      validate_params(params, dtype)  # jit would refuse these before the function can
     return params  # arrays already, or not real: the function names the problem
   # The exact values and types, unlike params' own hash and ==: 1 is not 1.0
   # and -0.0 is not 0.0 here; and what jit makes of them depends on x64.

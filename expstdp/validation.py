@@ -135,6 +135,17 @@ def max_exponent(dtype) -> float:
   return float(np.floor(x - min(8.0, 0.1 * x)))
 
 
+def _is_real(value) -> bool:
+  # jnp.result_type reads a string as a dtype's name and None as float32.
+  if value is None or isinstance(value, (str, bytes)):
+    return False
+  try:
+    kind = jnp.result_type(value)
+  except TypeError:  # other objects
+    return False
+  return jnp.issubdtype(kind, jnp.number) and not jnp.issubdtype(kind, jnp.complexfloating)
+
+
 def validate_params(params: ExpSTDPParams, dtype=jnp.float32) -> None:
   """Checks that every hyperparameter is a scalar and, where its value is
   concrete, that the rule is well defined: A_minus >= 0, w_eps >= 0,
@@ -148,8 +159,7 @@ def validate_params(params: ExpSTDPParams, dtype=jnp.float32) -> None:
           f"params.{name} must be a scalar, got shape {np.shape(value)}; to run several "
           "populations, give params a leading axis and jax.vmap over it."
       )
-    if not jnp.issubdtype(jnp.result_type(value), jnp.number) or jnp.issubdtype(
-        jnp.result_type(value), jnp.complexfloating):
+    if not _is_real(value):
       raise TypeError(f"params.{name} must be a real number, got {value!r}.")
   values = {name: concrete_value(v) for name, v in params._asdict().items()}
   def known(*names):

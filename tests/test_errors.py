@@ -58,8 +58,10 @@ def test_inconsistent_state_is_named():
     with pytest.raises(TypeError, match="state.weights must be an array, got list"):
       entry_point(STATE._replace(weights=STATE.weights.tolist()), PARAMS)
     # Params the number cache cannot hold get the plain functions' errors.
-    with pytest.raises(TypeError, match="params.A_plus must be a real number"):
-      entry_point(STATE, PARAMS._replace(A_plus=np.complex64(1)))
+    for value in (np.complex64(1), "1", "float32", None):  # a string is no dtype name here
+      for fn in (entry_point, getattr(expstdp, entry_point.__name__)):
+        with pytest.raises(TypeError, match="params.A_plus must be a real number"):
+          fn(STATE, PARAMS._replace(A_plus=value))
     with pytest.raises(OverflowError):
       entry_point(STATE, PARAMS._replace(A_plus=10**400))
 

@@ -25,7 +25,8 @@ def _to_numpy(x):
 
 def save(path, state: SynapseState, params: ExpSTDPParams) -> None:
   """Writes `state` and `params` (one synapse, or a population stacked on
-  leading axes) to `path` (`.npz` is appended by numpy if missing)."""
+  leading axes) to `path` (numpy appends `.npz` if missing; `load` takes
+  either name)."""
   if not isinstance(state, SynapseState) or not isinstance(params, ExpSTDPParams):
     raise TypeError("save(path, state, params) takes an expstdp.SynapseState and ExpSTDPParams.")
   arrays, dtypes = {}, {}
@@ -46,6 +47,8 @@ def load(path) -> tuple[SynapseState, ExpSTDPParams]:
   inconsistent file, naming what is wrong (and OSError, as `open` does, for
   a path that cannot be read)."""
   path = os.fspath(path)
+  if not os.path.exists(path) and os.path.exists(path + ".npz"):  # as save named it
+    path += ".npz"
   open(path, "rb").close()
   if not zipfile.is_zipfile(path):
     # Not numpy's message: for a file that is no archive it suggests allow_pickle.

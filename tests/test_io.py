@@ -30,10 +30,11 @@ def test_round_trip(tmp_path, dtype):
 def test_round_trip_of_a_population(tmp_path):
   states = jax.vmap(lambda k: expstdp.init(k, (5, 4)))(jax.random.split(jax.random.PRNGKey(1), 3))
   params = jax.tree.map(lambda x: jnp.full(3, x, jnp.float32), PARAMS)
-  expstdp.save(tmp_path / "pop", states, params)
-  loaded, loaded_params = expstdp.load(tmp_path / "pop.npz")
-  _assert_same(loaded, states)
-  _assert_same(loaded_params, params)
+  expstdp.save(tmp_path / "pop", states, params)  # numpy appends .npz
+  for name in ("pop.npz", "pop"):  # load takes the name save was given, too
+    loaded, loaded_params = expstdp.load(tmp_path / name)
+    _assert_same(loaded, states)
+    _assert_same(loaded_params, params)
 
 
 def test_foreign_truncated_and_inconsistent_files_are_rejected(tmp_path):

@@ -114,9 +114,9 @@ def check_not_donated(state: SynapseState) -> None:
       deleted = False
     if deleted:
       raise ValueError(
-          f"state.{name} has been deleted, as a state's weights and d_weights are once passed "
-          "to an expstdp.jitted call (they are donated): use the state that call returned (to "
-          "keep this one too, pass a copy, jax.tree.map(jnp.copy, state)).")
+          f"state.{name} has been deleted: an expstdp.jitted call consumes (donates) the "
+          "weights and d_weights of the state passed to it. Use the state that call returned "
+          "(to keep this one too, pass a copy: jax.tree.map(jnp.copy, state)).")
 
 
 def concrete_value(x):

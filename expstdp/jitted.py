@@ -9,7 +9,8 @@ returned state (its other fields are the arrays passed in, unless the call
 replaced them). Params given as Python numbers become arrays once per set
 of values, not on every call. Inside your own `jit` or `scan`, call the
 plain `expstdp` functions: there XLA already updates the carry in place (and
-pass `compiler_options()` to your `jit`). On CPU, a loop that waits for each
+pass `compiler_options()` to your `jit`). Given traced values (under `jit`,
+`vmap`, `scan` or `grad`), these entry points run the plain functions. On CPU, a loop that waits for each
 call's result can gain from two process-wide threading settings (README,
 Performance).
 """
@@ -158,7 +159,15 @@ def _in_place(fn, static_argnames=()):
   def call(state, params, *args, **kwargs):
     if not isinstance(state, SynapseState):
       check_state(state)  # raises the error that names what state should be
+    # Under someone's jit, vmap, scan or grad there is no buffer to donate, and
+    # a nested jit may not carry compiler options: the plain function is what
+    # runs there anyway. Of the state only W is looked at: with W concrete and
+    # other fields traced, the call below still gives the right result.
+    if isinstance(state.weights, _Tracer) or _any_traced(args, kwargs):
+      return fn(state, params, *args, **kwargs)
     params = _as_arrays(params, getattr(state.weights, "dtype", None))
+    if not isinstance(params, _Packed) and _any_traced(params):  # numbers never are
+      return fn(state, params, *args, **kwargs)
     rest = state._replace(weights=None, d_weights=None)
     try:
       weights, d_weights, changed = compiled()(state.weights, state.d_weights, rest, params,
@@ -169,6 +178,20 @@ def _in_place(fn, static_argnames=()):
     return state._replace(weights=weights, d_weights=d_weights, **changed)
 
   return call
+
+
+_Tracer = jax.core.Tracer  # bound once: jax.core's attribute lookup costs ~0.05 us
+
+
+def _any_traced(args, kwargs=None) -> bool:
+  for x in args:  # a loop, not any(): this runs on every call
+    if isinstance(x, _Tracer):
+      return True
+  if kwargs:
+    for x in kwargs.values():
+      if isinstance(x, _Tracer):
+        return True
+  return False
 
 
 forward = _in_place(synapse.forward)

@@ -199,3 +199,25 @@ def test_multi_output_fusion_writes_W_and_dW_in_one_pass(tmp_path):
   assert out["fused"]["siblings"] == out["fused"]["one_pass"]
   np.testing.assert_array_equal(out["fused"]["weights"], out["plain"]["weights"])
   np.testing.assert_array_equal(out["fused"]["d_weights"], out["plain"]["d_weights"])
+
+
+def test_jitted_entry_points_run_the_plain_functions_under_transforms():
+  """Given traced values, expstdp.jitted runs the plain function: the same
+  bits under jit, vmap, scan and grad, and nothing donated."""
+  state = expstdp.clip_weights(_state(3), PARAMS)
+  stacked = jax.tree.map(lambda *x: jnp.stack(x), state, expstdp.clip_weights(_state(4), PARAMS))
+  inputs = jnp.asarray(np.random.default_rng(3).uniform(size=(3, B, N)), jnp.float32)
+  events = dict(max_pre=N, max_post=M)
+  cases = {
+      "jit": lambda m: jax.jit(lambda s: m.evolve(m.forward(s, PARAMS), PARAMS))(state),
+      "vmap over states": lambda m: jax.vmap(lambda s: m.evolve(s, PARAMS))(stacked),
+      "vmap over inputs": lambda m: jax.vmap(lambda x: m.forward(state, PARAMS, x))(inputs),
+      "scan": lambda m: jax.lax.scan(
+          lambda s, x: (m.evolve_events(m.forward_events(s, PARAMS, x, max_active=N), PARAMS,
+                                        **events), None), state, inputs)[0],
+      "grad over params": lambda m: jax.grad(
+          lambda a: m.evolve(state, PARAMS._replace(A_plus=a)).weights.sum())(0.9),
+  }
+  for name, case in cases.items():
+    chex.assert_trees_all_equal(case(expstdp.jitted), case(expstdp), custom_message=name)
+    assert not state.weights.is_deleted() and not stacked.weights.is_deleted(), name

@@ -59,8 +59,9 @@ def checked(fn):
   """Wraps an expstdp function so that every call checks, at run time, that
   all its floating inputs and outputs are finite and that the hyperparameter
   values are valid (see `validate_params`), naming the offending field
-  (e.g. `state.pre_trace`); for `evolve_events` (or a `functools.partial`
-  of it), also its precondition on the weights.
+  (e.g. `state.pre_trace`); for `evolve_events` (also as a
+  `functools.partial` or `expstdp.jitted.evolve_events`), also its
+  precondition on the weights.
 
   The wrapped function returns `(error, result)`; call `error.throw()` (or
   `error.get()` for the message or None). It composes with `jax.jit`:
@@ -71,8 +72,13 @@ def checked(fn):
   """
   signature = inspect.signature(fn)
   base = fn
-  while isinstance(base, functools.partial):  # e.g. evolve_events with its capacities
-    base = base.func
+  while True:  # evolve_events with its capacities, or its jitted entry point, say
+    if isinstance(base, functools.partial):
+      base = base.func
+    elif hasattr(base, "__wrapped__"):
+      base = base.__wrapped__
+    else:
+      break
   fn_name = getattr(base, "__name__", type(base).__name__)
 
   @functools.wraps(fn)

@@ -154,6 +154,9 @@ def test_checked_mode_checks_the_event_driven_precondition():
   err, _ = jax.vmap(events, in_axes=(0, None))(
       jax.tree.map(lambda *x: jnp.stack(x), state, state._replace(weights=bad)), PARAMS)
   assert "clip_weights" in err.get()
+  jitted = jax.jit(expstdp.checked(functools.partial(expstdp.jitted.evolve_events, max_pre=6,
+                                                     max_post=5)))
+  assert "clip_weights" in jitted(state._replace(weights=bad), PARAMS)[0].get()
   # With a decay it runs densely: then any weights will do.
   decaying = state._replace(weights=bad), PARAMS._replace(tau_w=5.0)
   err, out = events(*decaying)

@@ -112,8 +112,9 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
   """`evolve`, computing only the rows of pre-synaptic neurons that spiked and
   the columns of post-synaptic neurons that spiked (in any batch element).
 
-  Returns the same state as `evolve` (weights to rounding, d_weights equal;
-  with a batch and rows of 4096 or more, only under `jitted.compiler_options`)
+  Returns the same state as `evolve` (weights to rounding, d_weights equal
+  when both are compiled, as eager mode rounds op by op; with a batch and
+  rows of 4096 or more, only under `jitted.compiler_options`)
   provided that every weight already lies in [w_eps, w_bound - w_eps] or is
   masked to 0 (true after any evolve; `clip_weights` makes it true) and that
   spikes and traces are finite. Weights outside the active rows and columns

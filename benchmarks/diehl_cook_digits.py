@@ -458,8 +458,9 @@ def main(argv=None):
   parser.add_argument("--selection-draws", type=int, default=SELECTION_DRAWS,
                       help="trainings per candidate on the validation split, scores averaged")
   args = parser.parse_args(argv)
-  if args.selection_draws < 1:
-    parser.error(f"--selection-draws must be at least 1, got {args.selection_draws}")
+  for flag in ("neurons", "epochs", "selection_draws"):
+    if getattr(args, flag) < 1:
+      parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
   try:
     from tqdm import tqdm
   except ImportError:

@@ -86,3 +86,10 @@ def test_exemplar_baseline_is_nearest_neighbour_by_cosine_with_all_images():
   nearest = np.argmax(unit(Xte) @ unit(Xtr).T, axis=1)
   # With every training image a prototype, each is its own best match.
   assert dc.exemplars(Xtr, ytr, Xte, yte, 60, draws=1) == np.mean(ytr[nearest] == yte)
+
+
+def test_counts_below_one_are_refused_by_name(capsys):
+  for flag in ("--neurons", "--epochs", "--selection-draws"):
+    with pytest.raises(SystemExit):
+      dc.main([flag, "0"])
+    assert f"{flag} must be at least 1, got 0" in capsys.readouterr().err

@@ -107,6 +107,8 @@ def main():
   parser.add_argument("--json", default="results/dispatch.json")
   parser.add_argument("--child", help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.rounds < 1:
+    parser.error(f"--rounds must be at least 1, got {args.rounds}")
   if args.child:
     shapes, calls, synchronous, one_core = json.loads(args.child)
     print(json.dumps(child([tuple(s) for s in shapes], calls, synchronous, one_core)))

@@ -20,6 +20,8 @@ parser.add_argument("--devices", type=int, default=8,
                     help="simulated CPU devices (0: use the real devices)")
 parser.add_argument("--json", default="results/sharding.json")
 args = parser.parse_args()
+if args.devices < 0:
+  parser.error(f"--devices must be 0 (the real devices) or more, got {args.devices}")
 if args.devices:  # must happen before jax is imported
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + f" --xla_force_host_platform_device_count={args.devices}")

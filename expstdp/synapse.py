@@ -241,9 +241,9 @@ def compute_dW(params: ExpSTDPParams, weights, pre_spike, pre_trace, post_spike,
   Returns:
     (N, M) dW in the weights' dtype.
   """
-  validate_params(params, weights.dtype)
   check_activity(weights, pre_spike=pre_spike, pre_trace=pre_trace, post_spike=post_spike,
-                 post_trace=post_trace)
+                 post_trace=post_trace)  # first: the weights' dtype sets the params' limits
+  validate_params(params, weights.dtype)
   return _dW(params, weights, pre_spike, pre_trace, post_spike, post_trace)
 
 

@@ -46,6 +46,8 @@ def check_for_state(name: str, x, shape: tuple, dtype) -> None:
 
 def check_weights(name: str, weights) -> tuple[int, int]:
   """Checks an (N, M) floating weight matrix and returns (N, M)."""
+  if not hasattr(weights, "dtype"):
+    raise TypeError(f"{name} must be an array, got {type(weights).__name__}.")
   if np.ndim(weights) != 2:
     # A leading axis is most often stacked populations, which the functions
     # take one at a time under vmap.

@@ -31,6 +31,11 @@ def test_compute_dW_rejects_mismatched_batches():
     jax.jit(expstdp.compute_dW)(PARAMS, w, a, a, jnp.ones((5, 3)), jnp.ones((2, 3)))
   with pytest.raises(ValueError, match="weights must be a 2-D"):
     expstdp.compute_dW(PARAMS, jnp.ones(4), a, a, a, a)
+  b = jnp.ones((2, 3), jnp.float32)
+  with pytest.raises(TypeError, match="weights must be floating, got dtype int32"):
+    expstdp.compute_dW(PARAMS, jnp.ones((4, 3), jnp.int32), a, a, b, b)
+  with pytest.raises(TypeError, match="weights must be an array, got list"):
+    expstdp.compute_dW(PARAMS, [[1.0] * 3] * 4, a, a, b, b)
 
 
 def test_forward_rejects_bad_inputs():

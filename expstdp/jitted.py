@@ -10,9 +10,9 @@ replaced them). Params given as Python numbers become arrays once per set
 of values, not on every call. Inside your own `jit` or `scan`, call the
 plain `expstdp` functions: there XLA already updates the carry in place (and
 pass `compiler_options()` to your `jit`). Given traced values (under `jit`,
-`vmap`, `scan` or `grad`), these entry points run the plain functions. On CPU, a loop that waits for each
-call's result can gain from two process-wide threading settings (README,
-Performance).
+`vmap`, `scan` or `grad`), these entry points run the plain functions. On
+CPU, a loop that waits for each call's result can gain from two
+process-wide threading settings (README, Performance).
 """
 
 import functools

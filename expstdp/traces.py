@@ -42,12 +42,19 @@ def update(trace: jax.Array, spikes: jax.Array, *, dt, tau_tr, a_delta=0.0, P_sc
     decay_type: static; "exp", "lin" or "step" (matched by substring, as ngclearn).
     n_nearest_spikes: static int; k > 0 gives the k-nearest-spike trace.
   """
-  check_array("spikes", spikes, jnp.shape(trace), jnp.result_type(trace))
-  if not isinstance(n_nearest_spikes, int) or n_nearest_spikes < 0:
+  if not hasattr(trace, "dtype"):
+    raise TypeError(f"trace must be a floating array, got {type(trace).__name__}.")
+  if not jnp.issubdtype(trace.dtype, jnp.floating):
+    raise TypeError(f"trace must be a floating array, got dtype {jnp.dtype(trace.dtype).name}.")
+  check_array("spikes", spikes, jnp.shape(trace), trace.dtype, dtype_of="the trace's")
+  if (isinstance(n_nearest_spikes, bool) or not isinstance(n_nearest_spikes, int)
+      or n_nearest_spikes < 0):
     raise ValueError(f"n_nearest_spikes must be a static int >= 0, got {n_nearest_spikes!r}.")
-  tau = concrete_value(tau_tr)
+  tau, step = concrete_value(tau_tr), concrete_value(dt)
   if tau is not None and not (tau > 0).all():
     raise ValueError(f"tau_tr must be > 0, got {tau_tr!r}.")
+  if step is not None and not (step >= 0).all():
+    raise ValueError(f"dt must be >= 0, got {dt!r}.")
   dtype = trace.dtype
   cast = lambda x: jnp.asarray(x, dtype)
   kind = _decay_kind(decay_type)

@@ -17,8 +17,9 @@ def _dtype_name(dtype) -> str:
   return jnp.dtype(dtype).name
 
 
-def check_array(name: str, x, shape: tuple, dtype) -> None:
-  """Raises unless `x` is an array of exactly `shape` and `dtype`."""
+def check_array(name: str, x, shape: tuple, dtype, dtype_of: str = "the weights'") -> None:
+  """Raises unless `x` is an array of exactly `shape` and `dtype` (that of
+  `dtype_of`, for the message)."""
   x_shape, x_dtype = np.shape(x), jnp.result_type(x)
   if not jnp.issubdtype(x_dtype, jnp.floating):
     raise TypeError(
@@ -29,7 +30,7 @@ def check_array(name: str, x, shape: tuple, dtype) -> None:
     raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(x_shape)}.")
   if x_dtype != jnp.dtype(dtype):
     raise TypeError(
-        f"{name} must have the weights' dtype {_dtype_name(dtype)}, got "
+        f"{name} must have {dtype_of} dtype {_dtype_name(dtype)}, got "
         f"{_dtype_name(x_dtype)}; cast it explicitly (nothing is promoted silently)."
     )
 

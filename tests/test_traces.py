@@ -65,3 +65,13 @@ def test_bad_arguments():
   for tau in (0.0, -5.0):
     with pytest.raises(ValueError, match=f"tau_tr must be > 0, got {tau}"):
       traces.update(z, z, dt=1.0, tau_tr=tau)
+  with pytest.raises(ValueError, match="dt must be >= 0, got -1.0"):
+    traces.update(z, z, dt=-1.0, tau_tr=2.0)
+  with pytest.raises(ValueError, match="n_nearest_spikes must be a static int"):
+    traces.update(z, z, dt=1.0, tau_tr=2.0, n_nearest_spikes=True)
+  with pytest.raises(TypeError, match="trace must be a floating array, got dtype int32"):
+    traces.update(z.astype(jnp.int32), z, dt=1.0, tau_tr=2.0)
+  with pytest.raises(TypeError, match="trace must be a floating array, got list"):
+    traces.update([[0.0] * 3], z, dt=1.0, tau_tr=2.0)
+  with pytest.raises(TypeError, match="spikes must have the trace's dtype float16"):
+    traces.update(z.astype(jnp.float16), z, dt=1.0, tau_tr=2.0)

@@ -69,8 +69,18 @@ def init(
     raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(f"dtype must be a floating dtype, got {dtype!r}.")
+  if isinstance(p_conn, bool) or not isinstance(p_conn, (int, float, np.integer, np.floating)):
+    raise TypeError(f"p_conn must be a number in (0, 1], got {p_conn!r}.")
   if not 0.0 < p_conn <= 1.0:
-    raise ValueError(f"p_conn must be in (0, 1], got {p_conn!r}.")
+    raise ValueError(f"p_conn must be a number in (0, 1], got {p_conn!r}.")
+  if eta is None or isinstance(eta, (str, bytes)):
+    raise TypeError(f"eta must be a scalar number, got {eta!r}.")
+  if np.ndim(eta) != 0:
+    raise ValueError(f"eta must be a scalar number, got shape {np.shape(eta)}.")
+  for name, f in (("weight_init", weight_init), ("bias_init", bias_init)):
+    if f is not None and not callable(f):
+      raise TypeError(f"{name} must be a function f(key, shape, dtype) -> array (the "
+                      f"jax.nn.initializers convention), got {type(f).__name__}.")
   shape, dtype = tuple(int(n) for n in shape), jnp.dtype(dtype)
   n_pre, n_post = shape
 

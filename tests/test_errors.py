@@ -92,17 +92,24 @@ def test_traced_hyperparameters_are_not_checked_at_trace_time():
   assert out.weights.shape == (4, 3)
 
 
-@pytest.mark.parametrize("kwargs, pattern", [
-    (dict(shape=(4,)), "shape must be"),
-    (dict(shape=(4, 0)), "shape must be"),
-    (dict(shape=(4, 3), batch_size=0), "batch_size must be"),
-    (dict(shape=(4, 3), p_conn=0.0), "p_conn must be in"),
-    (dict(shape=(4, 3), p_conn=1.5), "p_conn must be in"),
-    (dict(shape=(4, 3), weight_mask=jnp.ones((2, 2))), "weight_mask must be broadcastable"),
-    (dict(shape=(4, 3), weight_init=lambda k, s, d: jnp.ones((3, 4), d)), r"weight_init.*shape \(4, 3\)"),
+@pytest.mark.parametrize("kwargs, error, pattern", [
+    (dict(shape=(4,)), ValueError, "shape must be"),
+    (dict(shape=(4, 0)), ValueError, "shape must be"),
+    (dict(shape=(4, 3), batch_size=0), ValueError, "batch_size must be"),
+    (dict(shape=(4, 3), p_conn=0.0), ValueError, r"p_conn must be a number in \(0, 1\]"),
+    (dict(shape=(4, 3), p_conn=1.5), ValueError, r"p_conn must be a number in \(0, 1\]"),
+    (dict(shape=(4, 3), p_conn="0.5"), TypeError, r"p_conn must be a number.*got '0.5'"),
+    (dict(shape=(4, 3), eta=jnp.ones(3)), ValueError, r"eta must be a scalar number, got shape"),
+    (dict(shape=(4, 3), eta="0.1"), TypeError, "eta must be a scalar number, got '0.1'"),
+    (dict(shape=(4, 3), weight_init=0.5), TypeError, "weight_init must be a function f.key, sh"),
+    (dict(shape=(4, 3), bias_init=0.1), TypeError, "bias_init must be a function"),
+    (dict(shape=(4, 3), weight_mask=jnp.ones((2, 2))), ValueError,
+     "weight_mask must be broadcastable"),
+    (dict(shape=(4, 3), weight_init=lambda k, s, d: jnp.ones((3, 4), d)), ValueError,
+     r"weight_init.*shape \(4, 3\)"),
 ])
-def test_init_rejects_bad_arguments(kwargs, pattern):
-  with pytest.raises(ValueError, match=pattern):
+def test_init_rejects_bad_arguments(kwargs, error, pattern):
+  with pytest.raises(error, match=pattern):
     expstdp.init(jax.random.PRNGKey(0), **kwargs)
 
 

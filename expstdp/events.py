@@ -26,6 +26,7 @@ from expstdp import backend
 from expstdp.synapse import (_MAX_BROADCAST_ROWS, _apply_dW, _dW, _evolve, _forward_precision,
                              _scalar, _scale_and_bias, _sum_of_outer_products, _with_activity)
 from expstdp.types import ExpSTDPParams, SynapseState
+from expstdp.validation import check_static_bool
 
 
 def clip_weights(state: SynapseState, params: ExpSTDPParams) -> SynapseState:
@@ -140,6 +141,7 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
   call it with the state that forward returned. A column whose output is NaN
   counts as active (the same results).
   """
+  check_static_bool("with_d_weights", with_d_weights)
   state = _with_activity(state, params, pre_spike=pre_spike, pre_trace=pre_trace,
                          post_spike=post_spike, post_trace=post_trace)
   n_pre, n_post = state.weights.shape

@@ -20,7 +20,7 @@ import numpy as np
 from expstdp import backend, initializers
 from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.validation import (check_activity, check_array, check_for_state, check_state,
-                                 validate_params)
+                                 check_static_bool, validate_params)
 
 # Outer products of at most this many rows (batch 4) are cheaper broadcast
 # inside the elementwise loop than as a GEMM call, whose (N, M) result makes
@@ -274,6 +274,7 @@ def evolve(state: SynapseState, params: ExpSTDPParams, *, pre_spike=None, pre_tr
     `state` with new `weights` and `d_weights` (the raw dW), and any given
     spikes and traces.
   """
+  check_static_bool("with_d_weights", with_d_weights)
   state = _with_activity(state, params, pre_spike=pre_spike, pre_trace=pre_trace,
                          post_spike=post_spike, post_trace=post_trace)
   return _evolve(state, params, with_d_weights=with_d_weights)

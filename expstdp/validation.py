@@ -106,6 +106,12 @@ def check_state(state: SynapseState) -> None:
     )
 
 
+def check_static_bool(name: str, value) -> None:
+  """A static switch: a string such as "False" would otherwise count as true."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"{name} must be a Python bool (a static option), got {value!r}.")
+
+
 def check_not_donated(state: SynapseState) -> None:
   """Raises if W or dW is an array whose buffer a donation (an `expstdp.jitted`
   call) has deleted: jax's own error names neither the field nor the cause."""

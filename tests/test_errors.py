@@ -137,3 +137,13 @@ def test_stacked_populations_get_a_hint():
     with pytest.raises(ValueError, match=r"got shape \(2, 4, 3\)\. For stacked populations, "
                        r"jax.vmap the plain functions"):
       fn(stacked, PARAMS)
+
+
+def test_with_d_weights_must_be_a_bool():
+  """A string such as "False" would count as true and keep dW."""
+  for fn, kwargs in ((expstdp.evolve, {}), (expstdp.jitted.evolve, {}),
+                     (expstdp.evolve_events, dict(max_pre=4, max_post=3))):
+    with pytest.raises(TypeError, match="with_d_weights must be a Python bool .*'False'"):
+      fn(jax.tree.map(jnp.copy, STATE), PARAMS, with_d_weights="False", **kwargs)
+  with pytest.raises(TypeError, match="with_d_weights must be a Python bool"):
+    jax.jit(lambda s, w: expstdp.evolve(s, PARAMS, with_d_weights=w))(STATE, True)

@@ -26,13 +26,15 @@ from expstdp import backend
 from expstdp.synapse import (_MAX_BROADCAST_ROWS, _apply_dW, _dW, _evolve, _forward_precision,
                              _scalar, _scale_and_bias, _sum_of_outer_products, _with_activity)
 from expstdp.types import ExpSTDPParams, SynapseState
-from expstdp.validation import check_static_bool
+from expstdp.validation import check_state, check_static_bool, validate_params
 
 
 def clip_weights(state: SynapseState, params: ExpSTDPParams) -> SynapseState:
   """Puts every weight in [w_eps, w_bound - w_eps] and masked ones at 0: what
   any evolve does, and the precondition of `evolve_events`. Call it once on a
   state whose initial weights may lie outside that range."""
+  check_state(state)
+  validate_params(params, state.weights.dtype)  # crossed bounds would zero every weight
   dtype = state.weights.dtype
   w_eps, w_bound = _scalar(params.w_eps, dtype), _scalar(params.w_bound, dtype)
   W = jnp.clip(state.weights, w_eps, w_bound - w_eps)

@@ -140,6 +140,8 @@ def max_exponent(dtype) -> float:
   """The largest |exp_beta| * w_bound for which evolve's factors are exact in
   `dtype`: exp(-beta W) stays a normal number for every W in [0, w_bound],
   with a margin (79 for float32 and bfloat16, 700 for float64, 8 for float16)."""
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(f"dtype must be a floating dtype (the weights'), got {_dtype_name(dtype)}.")
   x = -np.log(float(jnp.finfo(dtype).tiny))
   return float(np.floor(x - min(8.0, 0.1 * x)))
 

@@ -147,3 +147,13 @@ def test_with_d_weights_must_be_a_bool():
       fn(jax.tree.map(jnp.copy, STATE), PARAMS, with_d_weights="False", **kwargs)
   with pytest.raises(TypeError, match="with_d_weights must be a Python bool"):
     jax.jit(lambda s, w: expstdp.evolve(s, PARAMS, with_d_weights=w))(STATE, True)
+
+
+def test_clip_weights_checks_its_arguments():
+  """Crossed clip bounds would set every weight to 0 without a word."""
+  with pytest.raises(ValueError, match=r"w_bound must be > 2 \* params.w_eps"):
+    expstdp.clip_weights(STATE, PARAMS._replace(w_bound=0.01))
+  with pytest.raises(TypeError, match="state must be an expstdp.SynapseState"):
+    expstdp.clip_weights(tuple(STATE), PARAMS)
+  with pytest.raises(TypeError, match="dtype must be a floating dtype .*int32"):
+    expstdp.max_exponent(jnp.int32)

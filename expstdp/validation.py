@@ -117,11 +117,8 @@ def check_not_donated(state: SynapseState) -> None:
   call) has deleted: jax's own error names neither the field nor the cause."""
   for name in ("weights", "d_weights"):
     x = getattr(state, name)
-    try:
-      deleted = isinstance(x, jax.Array) and x.is_deleted()
-    except jax.errors.ConcretizationTypeError:  # a tracer: never donated
-      deleted = False
-    if deleted:
+    # A tracer is never donated (and asking it raises an error jax takes ~35 us to build).
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) and x.is_deleted():
       raise ValueError(
           f"state.{name} has been deleted: an expstdp.jitted call consumes (donates) the "
           "weights and d_weights of the state passed to it. Use the state that call returned "

@@ -59,6 +59,7 @@ class Network(NamedTuple):
 # validation split (benchmarks/LOG.md; 0.5 before).
 ETA_DECAY = 1.0
 SELECTION_DRAWS = 1  # trainings per candidate when choosing on the validation split
+STEPS = 100          # time steps (1 ms) per presentation
 MIN_SPIKES = 5       # fewer excitatory spikes than this: present again, brighter
 MAX_TRIES = 3
 
@@ -299,11 +300,20 @@ DIGITS_GRID = _SET + [
     for extra, x_tar, beta in (({}, 0.2, 2.0), ({}, 0.3, 2.0), ({}, 0.2, 1.0), ({}, 0.3, 1.0),
                                (dict(eta=0.02), 0.2, 2.0), (dict(gain_power=0.0), 0.2, 2.0))]
 QUICK_GRID = DIGITS_GRID[:1] + DIGITS_GRID[2:3]
-# 28x28 MNIST, scaled from Diehl & Cook: 350 ms presentations, 63.75 Hz at
-# full intensity, an L1 norm of 78 over 784 inputs. Not tuned here (no data).
-MNIST_GRID = [dict(neurons=dict(max_rate=0.06375, norm=78.0, theta_plus=0.05, eta=0.005,
-                                inhibition=20.0, tau_m=100.0, v_thresh=10.0),
-                   stdp=dict(pretrace_target=0.1))]
+DIGITS_INPUTS = 64
+
+
+def for_inputs(grid, n_in):
+  """`grid` for images of `n_in` pixels instead of 64. The mean weight stays
+  0.1 (Diehl & Cook's L1 norm of 78 over 784 inputs), so the drive of an
+  image that matches a neuron's weights grows with the norm: thresholds,
+  their adaptation and the fixed inhibition grow with it. Input rates,
+  traces and STDP stay as they are (100 steps at 0.25 is about Diehl &
+  Cook's 350 ms at 63.75 Hz: ~25 spikes per pixel at full intensity)."""
+  scale = n_in / DIGITS_INPUTS
+  neurons = lambda n: {**n, **{k: scale * n.get(k, Neurons._field_defaults[k])
+                               for k in ("norm", "v_thresh", "theta_plus", "inhibition")}}
+  return [dict(g, neurons=neurons(g["neurons"])) for g in grid]
 
 
 def candidates(grid):
@@ -470,13 +480,14 @@ def main(argv=None):
 
   if args.mnist:
     Xtr, Xte, ytr, yte = load_mnist(args.mnist)
-    grid, steps, side, data = MNIST_GRID, 350, 28, f"MNIST from {args.mnist}"
+    side, data = 28, f"MNIST from {args.mnist}"
   else:
     Xtr, Xte, ytr, yte = load_digits_split()
-    grid, steps, side, data = DIGITS_GRID, 100, 8, "sklearn load_digits, 1297 train / 500 test"
+    side, data = 8, "sklearn load_digits, 1297 train / 500 test"
+  grid, steps = for_inputs(QUICK_GRID if args.quick else DIGITS_GRID, side * side), STEPS
   if args.quick:
     Xtr, ytr, Xte, yte = Xtr[:400], ytr[:400], Xte[:200], yte[:200]
-    grid, args.epochs = QUICK_GRID, 1
+    args.epochs = 1
   result = dict(data=data, neurons=args.neurons, steps_per_presentation=steps, quick=args.quick,
                 seed=args.seed, eta_decay_per_epoch=args.eta_decay)
 

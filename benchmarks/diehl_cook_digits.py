@@ -493,6 +493,9 @@ def main(argv=None):
 
   if args.load:
     state, stdp = expstdp.load(args.load + ".npz")
+    if state.weights.shape[0] != Xte.shape[1]:
+      parser.error(f"--load {args.load}: the saved network has {state.weights.shape[0]} inputs, "
+                   f"these images {Xte.shape[1]} pixels (the digits have 64, MNIST 784)")
     extra = json.loads(pathlib.Path(args.load + NETWORK_SUFFIX).read_text())
     neurons = Neurons(**extra["neurons"])
     nets = Network(state, jnp.asarray(extra["theta"], jnp.float32))

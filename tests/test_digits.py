@@ -50,7 +50,7 @@ def test_idx_reader_rejects_bad_files(tmp_path):
     dc.load_mnist(tmp_path)
 
 
-def test_quick_run_learns_and_a_saved_network_evaluates_the_same(tmp_path):
+def test_quick_run_learns_and_a_saved_network_evaluates_the_same(tmp_path, capsys):
   # --json PATH.json beside --save PATH: the two must not overwrite each other.
   out = dc.main(["--quick", "--json", str(tmp_path / "net.json"), "--pictures", str(tmp_path),
                  "--save", str(tmp_path / "net")])
@@ -65,6 +65,10 @@ def test_quick_run_learns_and_a_saved_network_evaluates_the_same(tmp_path):
   loaded = dc.main(["--quick", "--load", str(tmp_path / "net"), "--json", str(tmp_path / "l.json")])
   # Same network, same test images, same Poisson draw of the input spikes.
   assert loaded["test_accuracy"] == result["test_accuracy"]
+  # Loaded for other images than it learned (MNIST's 784 pixels), it is refused by name.
+  with pytest.raises(SystemExit):
+    dc.main(["--load", str(tmp_path / "net"), "--mnist", str(_as_mnist(tmp_path / "m", 40, 20))])
+  assert "the saved network has 64 inputs, these images 784 pixels" in capsys.readouterr().err
 
 
 def test_readout_assigns_each_neuron_its_class_and_leaves_silent_ones_out():
@@ -95,17 +99,25 @@ def test_counts_below_one_are_refused_by_name(capsys):
     assert f"{flag} must be at least 1, got 0" in capsys.readouterr().err
 
 
-def test_mnist_path_learns_28x28_images(tmp_path):
-  # The digits, enlarged to 28x28 and written as the four MNIST IDX files:
-  # the --mnist path end to end, with the hyperparameters it scales to 784
-  # inputs (before they were scaled, it scored ~0.2 here).
+def _as_mnist(directory, n_train, n_test):
+  """The digits, enlarged to 28x28, as the four MNIST IDX files in `directory`."""
+  directory.mkdir()
   Xtr, Xte, ytr, yte = dc.load_digits_split()
-  as_mnist = lambda X: np.pad(np.kron(X.reshape(-1, 8, 8), np.ones((3, 3))), ((0, 0), (2, 2), (2, 2)))
-  for name, array in (("train-images", as_mnist(Xtr[:400])), ("t10k-images", as_mnist(Xte[:200])),
-                      ("train-labels", ytr[:400]), ("t10k-labels", yte[:200])):
+  enlarge = lambda X: np.pad(np.kron(X.reshape(-1, 8, 8), np.ones((3, 3))),  # 24x24,
+                             [(0, 0), (2, 2), (2, 2)])                          # framed
+  for name, array in (("train-images", enlarge(Xtr[:n_train])),
+                      ("t10k-images", enlarge(Xte[:n_test])),
+                      ("train-labels", ytr[:n_train]), ("t10k-labels", yte[:n_test])):
     data = np.rint(array * 255) if name.endswith("images") else array
-    (tmp_path / f"{name}-idx{data.ndim}-ubyte").write_bytes(_idx(data.astype(np.uint8), 0x08))
-  result = dc.main(["--quick", "--mnist", str(tmp_path), "--neurons", "50",
+    (directory / f"{name}-idx{data.ndim}-ubyte").write_bytes(_idx(data.astype(np.uint8), 0x08))
+  return directory
+
+
+def test_mnist_path_learns_28x28_images(tmp_path):
+  # The --mnist path end to end, with the hyperparameters it scales to 784
+  # inputs (before they were scaled, it scored ~0.2 here).
+  mnist = _as_mnist(tmp_path / "mnist", 400, 200)
+  result = dc.main(["--quick", "--mnist", str(mnist), "--neurons", "50",
                     "--json", str(tmp_path / "m.json"), "--pictures", str(tmp_path)])
   assert result["test_accuracy"] > 0.5, "chance is 0.1: the network should have learned"
   assert result["hyperparameters"]["norm"] == pytest.approx(0.1 * 784)

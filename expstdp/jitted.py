@@ -10,9 +10,10 @@ replaced them). Params given as Python numbers become arrays once per set
 of values, not on every call. Inside your own `jit` or `scan`, call the
 plain `expstdp` functions: there XLA already updates the carry in place (and
 pass `compiler_options()` to your `jit`). Given traced values (under `jit`,
-`vmap`, `scan` or `grad`), these entry points run the plain functions. On
-CPU, a loop that waits for each call's result can gain from two
-process-wide threading settings (README, Performance).
+`vmap`, `scan` or `grad`), or inside a `jit` or `scan` being traced, these
+entry points run the plain functions. On CPU, a loop that waits for each
+call's result can gain from two process-wide threading settings (README,
+Performance).
 """
 
 import functools
@@ -165,14 +166,19 @@ def _in_place(fn, static_argnames=()):
     # other fields traced, the call below still gives the right result.
     if isinstance(state.weights, _Tracer) or _any_traced(args, kwargs):
       return fn(state, params, *args, **kwargs)
-    params = _as_arrays(params, getattr(state.weights, "dtype", None))
-    if not isinstance(params, _Packed) and _any_traced(params):  # numbers never are
-      return fn(state, params, *args, **kwargs)
-    rest = state._replace(weights=None, d_weights=None)
     try:
-      weights, d_weights, changed = compiled()(state.weights, state.d_weights, rest, params,
+      packed = _as_arrays(params, getattr(state.weights, "dtype", None))
+      if not isinstance(packed, _Packed) and _any_traced(packed):  # numbers never are
+        return fn(state, params, *args, **kwargs)
+      rest = state._replace(weights=None, d_weights=None)
+      weights, d_weights, changed = compiled()(state.weights, state.d_weights, rest, packed,
                                                *args, **kwargs)
-    except (ValueError, RuntimeError):  # looked into only when the call fails
+    except Exception:  # looked into only when the call fails
+      # Inside someone's jit or scan with only constants given (a state
+      # captured from outside), nothing is traced, but neither packing
+      # params nor a nested jit with compiler options works while tracing.
+      if _tracing():
+        return fn(state, params, *args, **kwargs)
       check_not_donated(state)  # names a state that an earlier call consumed
       raise
     return state._replace(weights=weights, d_weights=d_weights, **changed)
@@ -181,6 +187,12 @@ def _in_place(fn, static_argnames=()):
 
 
 _Tracer = jax.core.Tracer  # bound once: jax.core's attribute lookup costs ~0.05 us
+
+
+def _tracing() -> bool:
+  """Whether a jit or scan is being traced: there even an op on constants
+  gives a tracer."""
+  return isinstance(jnp.zeros(()), _Tracer)
 
 
 def _any_traced(args, kwargs=None) -> bool:

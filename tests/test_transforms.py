@@ -202,8 +202,9 @@ def test_multi_output_fusion_writes_W_and_dW_in_one_pass(tmp_path):
 
 
 def test_jitted_entry_points_run_the_plain_functions_under_transforms():
-  """Given traced values, expstdp.jitted runs the plain function: the same
-  bits under jit, vmap, scan and grad, and nothing donated."""
+  """Given traced values, or while a jit or scan is traced, expstdp.jitted
+  runs the plain function: the same bits under jit, vmap, scan and grad,
+  and nothing donated."""
   state = expstdp.clip_weights(_state(3), PARAMS)
   stacked = jax.tree.map(lambda *x: jnp.stack(x), state, expstdp.clip_weights(_state(4), PARAMS))
   inputs = jnp.asarray(np.random.default_rng(3).uniform(size=(3, B, N)), jnp.float32)
@@ -217,7 +218,15 @@ def test_jitted_entry_points_run_the_plain_functions_under_transforms():
                                         **events), None), state, inputs)[0],
       "grad over params": lambda m: jax.grad(
           lambda a: m.evolve(state, PARAMS._replace(A_plus=a)).weights.sum())(0.9),
+      # Nothing traced: the state and params are constants captured by the jit.
+      "jit of constants": lambda m: jax.jit(lambda x: m.forward(m.evolve(state, PARAMS), PARAMS,
+                                                                x))(inputs[0]),
+      "scan of constants, new params": lambda m: jax.lax.scan(
+          lambda c, x: (c, m.evolve_events(state, PARAMS._replace(A_plus=0.7), **events)),
+          0, inputs)[1],
   }
+  # Params seen once outside: "jit of constants" then reaches the nested jit.
+  expstdp.jitted.evolve(jax.tree.map(jnp.copy, state), PARAMS)
   for name, case in cases.items():
     chex.assert_trees_all_equal(case(expstdp.jitted), case(expstdp), custom_message=name)
     assert not state.weights.is_deleted() and not stacked.weights.is_deleted(), name

@@ -174,14 +174,16 @@ def _in_place(fn, static_argnames=()):
       weights, d_weights, changed = compiled()(state.weights, state.d_weights, rest, packed,
                                                *args, **kwargs)
     except Exception:  # looked into only when the call fails
-      # Inside someone's jit or scan with only constants given (a state
-      # captured from outside), nothing is traced, but neither packing
-      # params nor a nested jit with compiler options works while tracing.
-      if _tracing():
-        return fn(state, params, *args, **kwargs)
-      check_not_donated(state)  # names a state that an earlier call consumed
-      raise
-    return state._replace(weights=weights, d_weights=d_weights, **changed)
+      if not _tracing():
+        check_not_donated(state)  # names a state that an earlier call consumed
+        raise
+    else:
+      return state._replace(weights=weights, d_weights=d_weights, **changed)
+    # Inside someone's jit or scan with only constants given (a state captured
+    # from outside), nothing is traced, but neither packing params nor a
+    # nested jit with compiler options works while tracing. Outside the
+    # except clause, so that the plain function's own errors come alone.
+    return fn(state, params, *args, **kwargs)
 
   return call
 

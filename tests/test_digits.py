@@ -21,6 +21,20 @@ def _idx(array, dtype_code):
   return header + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
 
 
+def _as_mnist(directory, n_train, n_test):
+  """The digits, enlarged to 28x28, as the four MNIST IDX files in `directory`."""
+  directory.mkdir()
+  Xtr, Xte, ytr, yte = dc.load_digits_split()
+  enlarge = lambda X: np.pad(np.kron(X.reshape(-1, 8, 8), np.ones((3, 3))),  # 24x24,
+                             [(0, 0), (2, 2), (2, 2)])                          # framed
+  for name, array in (("train-images", enlarge(Xtr[:n_train])),
+                      ("t10k-images", enlarge(Xte[:n_test])),
+                      ("train-labels", ytr[:n_train]), ("t10k-labels", yte[:n_test])):
+    data = np.rint(array * 255) if name.endswith("images") else array
+    (directory / f"{name}-idx{data.ndim}-ubyte").write_bytes(_idx(data.astype(np.uint8), 0x08))
+  return directory
+
+
 def test_idx_reader_raw_and_gzipped(tmp_path):
   images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
   labels = np.array([7, 0, 4], np.uint8)
@@ -97,20 +111,6 @@ def test_counts_below_one_are_refused_by_name(capsys):
     with pytest.raises(SystemExit):
       dc.main([flag, "0"])
     assert f"{flag} must be at least 1, got 0" in capsys.readouterr().err
-
-
-def _as_mnist(directory, n_train, n_test):
-  """The digits, enlarged to 28x28, as the four MNIST IDX files in `directory`."""
-  directory.mkdir()
-  Xtr, Xte, ytr, yte = dc.load_digits_split()
-  enlarge = lambda X: np.pad(np.kron(X.reshape(-1, 8, 8), np.ones((3, 3))),  # 24x24,
-                             [(0, 0), (2, 2), (2, 2)])                          # framed
-  for name, array in (("train-images", enlarge(Xtr[:n_train])),
-                      ("t10k-images", enlarge(Xte[:n_test])),
-                      ("train-labels", ytr[:n_train]), ("t10k-labels", yte[:n_test])):
-    data = np.rint(array * 255) if name.endswith("images") else array
-    (directory / f"{name}-idx{data.ndim}-ubyte").write_bytes(_idx(data.astype(np.uint8), 0x08))
-  return directory
 
 
 def test_mnist_path_learns_28x28_images(tmp_path):

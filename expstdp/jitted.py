@@ -168,20 +168,18 @@ def _in_place(fn, static_argnames=()):
       return fn(state, params, *args, **kwargs)
     try:
       packed = _as_arrays(params, getattr(state.weights, "dtype", None))
-      if not isinstance(packed, _Packed) and _any_traced(packed):  # numbers never are
-        return fn(state, params, *args, **kwargs)
-      rest = state._replace(weights=None, d_weights=None)
-      weights, d_weights, changed = compiled()(state.weights, state.d_weights, rest, packed,
-                                               *args, **kwargs)
+      if isinstance(packed, _Packed) or not _any_traced(packed):  # numbers never are traced
+        rest = state._replace(weights=None, d_weights=None)
+        weights, d_weights, changed = compiled()(state.weights, state.d_weights, rest, packed,
+                                                 *args, **kwargs)
+        return state._replace(weights=weights, d_weights=d_weights, **changed)
     except Exception:  # looked into only when the call fails
       if not _tracing():
         check_not_donated(state)  # names a state that an earlier call consumed
         raise
-    else:
-      return state._replace(weights=weights, d_weights=d_weights, **changed)
-    # Inside someone's jit or scan with only constants given (a state captured
-    # from outside), nothing is traced, but neither packing params nor a
-    # nested jit with compiler options works while tracing. Outside the
+    # Traced params; or, inside someone's jit or scan, only constants (a state
+    # captured from outside): nothing is traced, but neither packing params
+    # nor a nested jit with compiler options works while tracing. Outside the
     # except clause, so that the plain function's own errors come alone.
     return fn(state, params, *args, **kwargs)
 

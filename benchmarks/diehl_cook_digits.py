@@ -6,6 +6,7 @@ adaptive threshold, lateral inhibition, traces and L1 weight normalisation.
   python benchmarks/diehl_cook_digits.py --neurons 400
   python benchmarks/diehl_cook_digits.py --quick         # a few hundred images, < 1 min
   python benchmarks/diehl_cook_digits.py --mnist DIR     # the four MNIST IDX files
+  python benchmarks/diehl_cook_digits.py --mnist DIR --train-images 10000  # a sixth of the time
 
 Data: scikit-learn's bundled `load_digits` (8x8, 1797 images), a fixed
 stratified split of 1297 train / 500 test. Labels are used only after
@@ -432,6 +433,7 @@ def pictures(net, neurons, stdp, image, key, steps, side, out_dir, tag):
   for ax, spikes, name in ((top, s_in, "input"), (bottom, s_out, "excitatory")):
     t, i = np.nonzero(np.asarray(spikes))
     ax.scatter(t, i, s=4, marker="|", color="black")
+    ax.set_ylim(-0.5, spikes.shape[1] - 0.5)  # every neuron, not only those that fired
     ax.set_ylabel(f"{name} neuron")
   bottom.set_xlabel("time step (ms)")
   top.set_title(f"spike raster of one presentation ({tag})")
@@ -455,7 +457,12 @@ def main(argv=None):
   parser.add_argument("--neurons", type=int, default=100)
   parser.add_argument("--epochs", type=int, default=3)
   parser.add_argument("--quick", action="store_true",
-                      help="a few hundred images, 1 epoch, 2 candidates: a smoke test (< 1 min)")
+                      help="400 training and 200 test images (unless given below), 1 epoch, "
+                           "2 candidates: a smoke test (< 1 min)")
+  parser.add_argument("--train-images", type=int, metavar="N",
+                      help="train on the first N training images only (default: all)")
+  parser.add_argument("--test-images", type=int, metavar="N",
+                      help="test on the first N test images only (default: all)")
   parser.add_argument("--mnist", metavar="DIR", help="MNIST IDX files instead of the 8x8 digits")
   parser.add_argument("--json", default="results/diehl_cook_digits.json")
   parser.add_argument("--pictures", default="results", help="folder for the PNG pictures")
@@ -468,9 +475,13 @@ def main(argv=None):
   parser.add_argument("--selection-draws", type=int, default=SELECTION_DRAWS,
                       help="trainings per candidate on the validation split, scores averaged")
   args = parser.parse_args(argv)
-  for flag in ("neurons", "epochs", "selection_draws"):
-    if getattr(args, flag) < 1:
-      parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+  # The validation split (23% of the training images, stratified) needs a
+  # few images of every class.
+  least = dict(neurons=1, epochs=1, selection_draws=1, train_images=100, test_images=1)
+  for flag, minimum in least.items():
+    value = getattr(args, flag)
+    if value is not None and value < minimum:
+      parser.error(f"--{flag.replace('_', '-')} must be at least {minimum}, got {value}")
   try:
     from tqdm import tqdm
   except ImportError:
@@ -486,9 +497,12 @@ def main(argv=None):
     side, data = 8, "sklearn load_digits, 1297 train / 500 test"
   grid, steps = for_inputs(QUICK_GRID if args.quick else DIGITS_GRID, side * side), STEPS
   if args.quick:
-    Xtr, ytr, Xte, yte = Xtr[:400], ytr[:400], Xte[:200], yte[:200]
+    args.train_images, args.test_images = args.train_images or 400, args.test_images or 200
     args.epochs = 1
-  result = dict(data=data, neurons=args.neurons, steps_per_presentation=steps, quick=args.quick,
+  Xtr, ytr = Xtr[:args.train_images], ytr[:args.train_images]  # [:None] keeps them all
+  Xte, yte = Xte[:args.test_images], yte[:args.test_images]
+  result = dict(data=data, train_images=len(Xtr), test_images=len(Xte), neurons=args.neurons,
+                steps_per_presentation=steps, quick=args.quick,
                 seed=args.seed, eta_decay_per_epoch=args.eta_decay)
 
   if args.load:

@@ -106,18 +106,23 @@ def test_exemplar_baseline_is_nearest_neighbour_by_cosine_with_all_images():
   assert dc.exemplars(Xtr, ytr, Xte, yte, 60, draws=1) == np.mean(ytr[nearest] == yte)
 
 
-def test_counts_below_one_are_refused_by_name(capsys):
-  for flag in ("--neurons", "--epochs", "--selection-draws"):
+def test_counts_too_small_are_refused_by_name(capsys):
+  least = {"--neurons": 1, "--epochs": 1, "--selection-draws": 1, "--train-images": 100,
+           "--test-images": 1}
+  for flag, minimum in least.items():
     with pytest.raises(SystemExit):
       dc.main([flag, "0"])
-    assert f"{flag} must be at least 1, got 0" in capsys.readouterr().err
+    assert f"{flag} must be at least {minimum}, got 0" in capsys.readouterr().err
 
 
 def test_mnist_path_learns_28x28_images(tmp_path):
   # The --mnist path end to end, with the hyperparameters it scales to 784
-  # inputs (before they were scaled, it scored ~0.2 here).
+  # inputs (before they were scaled, it scored ~0.2 here), on part of the
+  # files as a user with all of MNIST would start.
   mnist = _as_mnist(tmp_path / "mnist", 400, 200)
-  result = dc.main(["--quick", "--mnist", str(mnist), "--neurons", "50",
-                    "--json", str(tmp_path / "m.json"), "--pictures", str(tmp_path)])
+  result = dc.main(["--quick", "--mnist", str(mnist), "--neurons", "50", "--train-images", "300",
+                    "--test-images", "150", "--json", str(tmp_path / "m.json"),
+                    "--pictures", str(tmp_path)])
+  assert (result["train_images"], result["test_images"]) == (300, 150)
   assert result["test_accuracy"] > 0.5, "chance is 0.1: the network should have learned"
   assert result["hyperparameters"]["norm"] == pytest.approx(0.1 * 784)

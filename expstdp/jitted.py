@@ -42,7 +42,8 @@ def compiler_options() -> dict | None:
   more, XLA:CPU hands a dense evolve to YNNPACK, which takes twice as long
   as XLA's own loop; the options keep it in XLA (benchmarks/LOG.md).
   Results are bit for bit the same (tested), except where YNNPACK would
-  have run: its exponential rounds differently in the last bit. An option
+  have run: its exponential rounds differently in the last bit, and its
+  matmul (forward's, on some CPUs) sums in another order. An option
   that the installed XLA does not know is left out (the scheduler option is
   not in jax 0.9.0, the YNNPACK one not in 0.8.0). Process-wide XLA
   settings cannot be passed here; README, "Fast scans on CPU", says which

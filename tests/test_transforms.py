@@ -41,14 +41,15 @@ def test_compiler_options_change_no_bit(dtype):
                        dtype=dtype)
   act = random_activity(np.random.default_rng(3), B, 37, 301)
   state = state._replace(**{k: jnp.asarray(v, dtype) for k, v in act.items()})
-  plain = jax.jit(_step).lower(state, PARAMS).compile()
+  compiled = jax.jit(_step).lower(state, PARAMS).compile()
+  plain = compiled(state, PARAMS)
   tuned = jax.jit(_step, compiler_options=expstdp.jitted.compiler_options())(state, PARAMS)
-  assert np.any(plain(state, PARAMS).weights != state.weights)
+  assert np.any(plain.weights != state.weights)
   # Where XLA:CPU hands forward's matmul to YNNPACK by default (it does on an
-  # AMD EPYC, not on a Xeon, with jax 0.10.2), the options keep it in XLA's
-  # own dot, which sums in another order: the outputs agree to rounding.
-  ynn_dot = "ynn_fusion" in plain.as_text()
-  for name, a, b in zip(tuned._fields, tuned, plain(state, PARAMS)):
+  # AMD EPYC with jax 0.10.2), the options keep it in XLA's own dot, which
+  # sums in another order: the outputs agree to rounding.
+  ynn_dot = "ynn_fusion" in compiled.as_text()
+  for name, a, b in zip(tuned._fields, tuned, plain):
     if name == "outputs" and ynn_dot:
       np.testing.assert_allclose(a, b, rtol=8 * jnp.finfo(dtype).eps)  # 37 terms
     else:

@@ -2,6 +2,7 @@
 dtypes, non-finite values, the checked mode, reset and describe."""
 
 import functools
+import itertools
 import re
 
 import jax
@@ -46,6 +47,41 @@ def test_every_weight_is_clipped_even_without_spikes():
                        eta=0.0)
   state = state._replace(weights=state.weights.at[0, 0].set(0.0))
   np.testing.assert_allclose(expstdp.evolve(state, PARAMS).weights, [[0.01, 0.99], [0.99, 0.99]])
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32, jnp.float64])
+def test_the_clip_is_jnp_clip_bit_for_bit(dtype):
+  """evolve clips with two selects, not jnp.clip (faster on CPU): the same
+  bits for every weight and update, and for any bounds, valid or not (NaN,
+  infinite, crossed), but subnormal ones; a w_eps of -0.0 counts as +0.0."""
+  from expstdp.synapse import _apply_dW
+
+  def with_jnp_clip(params, W, dW, eta, mask):  # what _apply_dW computed before
+    tau_w = params.tau_w
+    keep = jnp.where(tau_w > 0, 1 - 1 / jnp.where(tau_w > 0, tau_w, 1), 1)
+    new = jnp.clip(W * keep + dW * eta, params.w_eps, params.w_bound - params.w_eps)
+    return jnp.where(mask, new, jnp.zeros((), dtype))
+
+  with jax.enable_x64(dtype == jnp.float64):
+    tiny = float(jnp.finfo(dtype).smallest_subnormal)
+    special = [0.0, -0.0, tiny, -tiny, 0.01, 0.5, 0.99, 1.0, -1.0, 2.5, np.inf, -np.inf, np.nan]
+    values = np.concatenate([special, np.random.default_rng(0).normal(0.5, 1.0, 100)])
+    W, dW = (jnp.asarray(v, dtype) for v in np.meshgrid(values, values))
+    mask = jnp.asarray(np.random.default_rng(1).uniform(size=W.shape) < 0.9)
+    ours, theirs = jax.jit(_apply_dW), jax.jit(with_jnp_clip)
+    bounds = [(0.01, 1.0), (0.0, 1.0), (0.0, 0.0), (0.5, 0.5), (0.6, 1.0),
+              (-1.0, -2.0), (np.nan, 1.0), (0.01, np.nan), (np.inf, 1.0), (0.0, np.inf),
+              (-np.inf, 1.0), (np.inf, np.inf)]
+    run = lambda f, w_eps, w_bound, tau_w: np.asarray(f(
+        jax.tree.map(lambda x: jnp.asarray(x, dtype),
+                     PARAMS._replace(w_eps=w_eps, w_bound=w_bound, tau_w=tau_w)),
+        W, dW, jnp.asarray(0.3, dtype), mask))
+    cases = [(bound, tau_w, bound) for bound, tau_w in itertools.product(bounds, [0.0, 10.0])]
+    for bound, tau_w, same_as in cases + [((-0.0, 1.0), 0.0, (0.0, 1.0))]:
+      got, want = run(ours, *bound, tau_w), run(theirs, *same_as, tau_w)
+      same = got.view(f"u{got.itemsize}") == want.view(f"u{want.itemsize}")
+      same |= np.isnan(got.astype(np.float32)) & np.isnan(want.astype(np.float32))
+      assert same.all(), (bound, tau_w, got[~same][:4], want[~same][:4])
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32, jnp.float64])

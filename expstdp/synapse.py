@@ -314,16 +314,14 @@ def _apply_dW(params, W, dW, eta, mask):
   keep = jnp.where(tau_w > 0, 1 - 1 / jnp.where(tau_w > 0, tau_w, 1), 1)
   w_eps, w_bound = _scalar(params.w_eps, dtype), _scalar(params.w_bound, dtype)
   hi = w_bound - w_eps
-  # jnp.clip(x, lo, hi) as two selects, the same bits (tested): jnp.clip's
+  # jnp.clip(x, w_eps, hi) as two selects, the same bits (tested): jnp.clip's
   # maximum and minimum also pass on a NaN bound, which XLA:CPU checks per
   # weight (a dense evolve at 4096 x 4096 took 5-8% longer on an AVX2 CPU,
   # benchmarks/LOG.md). The bounds are scalars, so that is done once here: a
   # NaN bound (hi is NaN if either is) makes every weight NaN through `keep`.
-  # A zero w_eps is made +0, as maximum(-0, +0) is +0 (so -0.0 acts as +0.0).
   keep = jnp.where(jnp.isnan(hi), hi, keep)
-  lo = jnp.where(w_eps == 0, jnp.zeros((), dtype), w_eps)
   x = W * keep + dW * _scalar(eta, dtype)
-  x = jnp.where(x <= lo, lo, x)
+  x = jnp.where(x <= w_eps, w_eps, x)  # <=: maximum(-0, +0) is +0
   x = jnp.where(x > hi, hi, x)
   return jnp.where(mask, x, jnp.zeros((), dtype))
 

@@ -53,7 +53,8 @@ def test_every_weight_is_clipped_even_without_spikes():
 def test_the_clip_is_jnp_clip_bit_for_bit(dtype):
   """evolve clips with two selects, not jnp.clip (faster on CPU): the same
   bits for every weight and update, and for any bounds, valid or not (NaN,
-  infinite, crossed), but subnormal ones; a w_eps of -0.0 counts as +0.0."""
+  infinite, crossed), but subnormal ones (a w_eps of -0.0 may give -0.0
+  where jnp.clip gives +0.0)."""
   from expstdp.synapse import _apply_dW
 
   def with_jnp_clip(params, W, dW, eta, mask):  # what _apply_dW computed before
@@ -76,12 +77,31 @@ def test_the_clip_is_jnp_clip_bit_for_bit(dtype):
         jax.tree.map(lambda x: jnp.asarray(x, dtype),
                      PARAMS._replace(w_eps=w_eps, w_bound=w_bound, tau_w=tau_w)),
         W, dW, jnp.asarray(0.3, dtype), mask))
-    cases = [(bound, tau_w, bound) for bound, tau_w in itertools.product(bounds, [0.0, 10.0])]
-    for bound, tau_w, same_as in cases + [((-0.0, 1.0), 0.0, (0.0, 1.0))]:
-      got, want = run(ours, *bound, tau_w), run(theirs, *same_as, tau_w)
+    for bound, tau_w in itertools.product(bounds, [0.0, 10.0]):
+      got, want = run(ours, *bound, tau_w), run(theirs, *bound, tau_w)
       same = got.view(f"u{got.itemsize}") == want.view(f"u{want.itemsize}")
       same |= np.isnan(got.astype(np.float32)) & np.isnan(want.astype(np.float32))
       assert same.all(), (bound, tau_w, got[~same][:4], want[~same][:4])
+    np.testing.assert_array_equal(run(ours, -0.0, 1.0, 0.0).astype(np.float32),  # -0.0 == +0.0
+                                  run(theirs, -0.0, 1.0, 0.0).astype(np.float32))
+
+
+def test_the_clip_passes_derivatives_to_its_bounds():
+  """d W' / d w_eps is 1 where the lower bound binds (also at w_eps = 0) and
+  -1 where the upper one, w_bound - w_eps, does; d W' / d w_bound is 1 there."""
+  W = np.full((6, 5), 0.5, np.float32)
+  W[:2], W[2:4] = -0.5, 1.5  # below and above the bounds; the rest in range
+  state = _state()._replace(weights=jnp.asarray(W), eta=jnp.asarray(0.0))  # W' = clip(W)
+  lower, upper = np.zeros_like(W), np.zeros_like(W)
+  lower[:2], upper[2:4] = 1.0, 1.0
+
+  def new_weights(w_eps, w_bound):
+    return expstdp.evolve(state, PARAMS._replace(w_eps=w_eps, w_bound=w_bound)).weights
+
+  for w_eps in (0.0, 0.01):
+    d_eps, d_bound = jax.jacfwd(new_weights, argnums=(0, 1))(w_eps, 1.0)
+    np.testing.assert_array_equal(d_eps, lower - upper)
+    np.testing.assert_array_equal(d_bound, upper)
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32, jnp.float64])

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from expstdp.types import ExpSTDPParams, SynapseState
-from expstdp.validation import check_state, validate_params
+from expstdp.validation import check_param_values, check_state, validate_params
 
 FORMAT = "expstdp.synapse"
 VERSION = 1
@@ -26,9 +26,11 @@ def _to_numpy(x):
 def save(path, state: SynapseState, params: ExpSTDPParams) -> None:
   """Writes `state` and `params` (one synapse, or a population stacked on
   leading axes) to `path` (numpy appends `.npz` if missing; `load` takes
-  either name)."""
+  either name). Raises, writing nothing, where `load` would reject them: a
+  field of the wrong shape or dtype, or a member's invalid hyperparameters."""
   if not isinstance(state, SynapseState) or not isinstance(params, ExpSTDPParams):
     raise TypeError("save(path, state, params) takes an expstdp.SynapseState and ExpSTDPParams.")
+  _check_synapse(state, params)  # never write a file that load would reject
   arrays, dtypes = {}, {}
   for prefix, tree in (("state", state), ("params", params)):
     for name, value in tree._asdict().items():
@@ -61,10 +63,13 @@ def load(path) -> tuple[SynapseState, ExpSTDPParams]:
     raise ValueError(f"{path} is not a readable expstdp file (truncated or foreign): {e}") from e
   if _META not in files:
     raise ValueError(f"{path} is not an expstdp file: it has no {_META} record.")
+  corrupt = f"{path}: its {_META} record is corrupt"
   try:
     meta = json.loads(files.pop(_META).tobytes().decode())
   except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ValueError(f"{path}: its {_META} record is corrupt.") from e
+    raise ValueError(f"{corrupt}.") from e
+  if not isinstance(meta, dict):
+    raise ValueError(f"{corrupt}: not a JSON object.")
   if meta.get("format") != FORMAT:
     raise ValueError(f"{path} holds {meta.get('format')!r}, not {FORMAT!r}.")
   if meta.get("version") != VERSION:
@@ -77,18 +82,42 @@ def load(path) -> tuple[SynapseState, ExpSTDPParams]:
     raise ValueError(f"{path} lacks the fields {missing}.")
 
   def restore(key):
-    x, dtype = files[key], jnp.dtype(meta["dtypes"][key])
-    if list(x.shape) != meta["shapes"][key]:
-      raise ValueError(f"{path}: {key} has shape {x.shape}, its record says {meta['shapes'][key]}.")
-    return jnp.asarray(x.view(dtype) if x.dtype != dtype else x)
+    x = files[key]
+    try:
+      dtype, shape = jnp.dtype(meta["dtypes"][key]), list(meta["shapes"][key])
+      if x.dtype != dtype:  # the bits of a dtype numpy cannot store (_to_numpy)
+        x = x.view(dtype)
+    except (KeyError, TypeError, ValueError) as e:
+      raise ValueError(f"{corrupt}: no valid dtype and shape for {key} ({e}).") from e
+    if list(x.shape) != shape:
+      raise ValueError(f"{path}: {key} has shape {x.shape}, its record says {shape}.")
+    return jnp.asarray(x)
 
   state = SynapseState(**{n: restore(f"state.{n}") for n in SynapseState._fields})
   params = ExpSTDPParams(**{n: restore(f"params.{n}") for n in ExpSTDPParams._fields})
-  lead = state.weights.ndim - 2
-  first = lambda tree: type(tree)(*[x[(0,) * lead] if x.ndim >= lead else x for x in tree])
   try:
-    check_state(first(state))
-    validate_params(first(params), state.weights.dtype)
+    _check_synapse(state, params)
   except (TypeError, ValueError) as e:
     raise ValueError(f"{path} holds an inconsistent synapse: {e}") from e
   return state, params
+
+
+def _check_synapse(state, params):
+  """check_state and validate_params for one synapse, or for every member of
+  a population stacked on the leading axes of `weights` (params fields with
+  those axes, or scalars that all members share)."""
+  lead = np.shape(state.weights)[:-2]
+  for name, x in state._asdict().items():
+    if np.shape(x)[:len(lead)] != lead:
+      raise ValueError(f"state.{name} has shape {np.shape(x)}, but the population axes of "
+                       f"state.weights are {lead}.")
+  for name, x in params._asdict().items():
+    if np.ndim(x) and np.shape(x) != lead:
+      raise ValueError(f"params.{name} must be a scalar or have the population shape {lead} "
+                       f"of state.weights, got shape {np.shape(x)}.")
+  check_state(SynapseState(*[x[(0,) * len(lead)] for x in state]) if lead else state)
+  # The types from one member (they are the same for all), the values from every one.
+  validate_params(ExpSTDPParams(*[x[(0,) * len(lead)] if np.ndim(x) else x for x in params]),
+                  state.weights.dtype)
+  check_param_values({name: np.asarray(x) for name, x in params._asdict().items()},
+                     state.weights.dtype)

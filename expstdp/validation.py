@@ -169,26 +169,32 @@ def validate_params(params: ExpSTDPParams, dtype=jnp.float32) -> None:
       )
     if not _is_real(value):
       raise TypeError(f"params.{name} must be a real number, got {value!r}.")
-  values = {name: concrete_value(v) for name, v in params._asdict().items()}
-  def known(*names):
-    return all(values[n] is not None for n in names)
-  for name in ("A_minus", "w_eps", "tau_w"):
-    if known(name) and not values[name] >= 0:
-      raise ValueError(
-          f"params.{name} must be >= 0, got {values[name]}."
-          + (" (ngclearn silently drops LTD for a negative A_minus; expstdp rejects it.)"
-             if name == "A_minus" else "")
-      )
-  if known("w_bound", "w_eps") and not values["w_bound"] > 2 * values["w_eps"]:
-    raise ValueError(
-        f"params.w_bound must be > 2 * params.w_eps so that the clip range "
-        f"[w_eps, w_bound - w_eps] is not empty, got w_bound={values['w_bound']}, "
-        f"w_eps={values['w_eps']}."
-    )
+  check_param_values({name: concrete_value(v) for name, v in params._asdict().items()}, dtype)
+
+
+def check_param_values(values: dict, dtype) -> None:
+  """The value checks of `validate_params`, on a dict from field name to its
+  concrete value (None where not known): scalars, or arrays of a population's
+  shape, where the message names the first member that fails."""
   limit = max_exponent(dtype)
-  if known("exp_beta", "w_bound") and not abs(values["exp_beta"] * values["w_bound"]) <= limit:
-    raise ValueError(
-        f"|params.exp_beta * params.w_bound| must be <= {limit:g} for {_dtype_name(dtype)} "
-        f"weights (beyond it exp(-beta W) underflows), got exp_beta={values['exp_beta']}, "
-        f"w_bound={values['w_bound']}."
-    )
+  rules = (
+      (("A_minus",), lambda a: a >= 0, "params.A_minus must be >= 0 (ngclearn silently drops "
+       "LTD for a negative A_minus; expstdp rejects it)"),
+      (("w_eps",), lambda e: e >= 0, "params.w_eps must be >= 0"),
+      (("tau_w",), lambda t: t >= 0, "params.tau_w must be >= 0"),
+      (("w_bound", "w_eps"), lambda b, e: b > 2 * e, "params.w_bound must be > 2 * params.w_eps "
+       "so that the clip range [w_eps, w_bound - w_eps] is not empty"),
+      (("exp_beta", "w_bound"), lambda beta, b: np.abs(beta * b) <= limit,
+       f"|params.exp_beta * params.w_bound| must be <= {limit:g} for {_dtype_name(dtype)} "
+       "weights (beyond it exp(-beta W) underflows)"),
+  )
+  for names, holds, rule in rules:
+    args = [values[n] for n in names]
+    if any(a is None for a in args):
+      continue
+    bad = ~np.asarray(holds(*args))  # `~(x >= 0)`, not `x < 0`: NaN fails too
+    if bad.any():
+      at = np.unravel_index(np.argmax(bad), bad.shape)
+      got = ", ".join(f"{n}={np.asarray(a)[at] if np.ndim(a) else a}" for n, a in zip(names, args))
+      member = f" in population member {tuple(int(i) for i in at)}" if bad.ndim else ""
+      raise ValueError(f"{rule}, got {got}{member}.")

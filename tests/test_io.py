@@ -1,3 +1,4 @@
+import json
 import zipfile
 
 import jax
@@ -71,7 +72,57 @@ def test_foreign_truncated_and_inconsistent_files_are_rejected(tmp_path):
     expstdp.load(broken)
 
   bad = state._replace(post_trace=jnp.zeros((1, 7)))
-  odd = tmp_path / "odd.npz"
-  expstdp.save(odd, bad, PARAMS)
+  with pytest.raises(ValueError, match="state.post_trace must have shape"):
+    expstdp.save(tmp_path / "odd.npz", bad, PARAMS)  # save refuses to write it
+  with np.load(good) as f:
+    meta = json.loads(f["__expstdp__"].tobytes())
+  meta["shapes"]["state.post_trace"] = [1, 7]
+  odd = _rewrite(good, tmp_path / "odd.npz", **{"state.post_trace": np.zeros((1, 7), np.float32)},
+                 __expstdp__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
   with pytest.raises(ValueError, match="inconsistent synapse: state.post_trace must have shape"):
     expstdp.load(odd)
+
+
+def _rewrite(path, out, **changes):
+  """Copies the .npz at `path` to `out`, replacing or adding the given members."""
+  with np.load(path, allow_pickle=False) as f:
+    members = {k: f[k] for k in f.files}
+  np.savez(out, **(members | changes))
+  return out
+
+
+def test_a_corrupt_record_is_rejected_with_a_value_error(tmp_path):
+  good = tmp_path / "good.npz"
+  expstdp.save(good, expstdp.init(jax.random.PRNGKey(0), (5, 4)), PARAMS)
+  with np.load(good) as f:
+    meta = json.loads(f["__expstdp__"].tobytes())
+  record = lambda m: np.frombuffer(json.dumps(m).encode(), np.uint8)
+  weights_as = lambda dtype: meta | {"dtypes": meta["dtypes"] | {"state.weights": dtype}}
+  for i, (m, pattern) in enumerate([
+      ([1, 2], "record is corrupt: not a JSON object"),
+      ({k: v for k, v in meta.items() if k != "dtypes"}, "no valid dtype and shape for state"),
+      (weights_as("no such dtype"), "no valid dtype and shape for state.weights"),
+      (weights_as("int32"), "state.weights must be floating"),
+  ]):
+    with pytest.raises(ValueError, match=pattern):
+      expstdp.load(_rewrite(good, tmp_path / f"corrupt{i}.npz", __expstdp__=record(m)))
+
+
+def test_every_member_of_a_population_is_checked(tmp_path):
+  states = jax.vmap(lambda k: expstdp.init(k, (5, 4)))(jax.random.split(jax.random.PRNGKey(1), 3))
+  params = jax.tree.map(lambda x: jnp.full(3, x, jnp.float32), PARAMS)
+  bad = params._replace(A_minus=params.A_minus.at[2].set(-1.0))
+  with pytest.raises(ValueError, match=r"A_minus must be >= 0.*population member \(2,\)"):
+    expstdp.save(tmp_path / "bad", states, bad)  # save refuses to write it
+  with pytest.raises(ValueError, match=r"params.w_bound must be a scalar or have the population "
+                     r"shape \(3,\)"):
+    expstdp.save(tmp_path / "bad", states, params._replace(w_bound=jnp.ones(2)))
+  with pytest.raises(ValueError, match=r"state.eta has shape \(2,\), but the population axes "):
+    expstdp.save(tmp_path / "bad", states._replace(eta=jnp.ones(2)), params)
+  assert not list(tmp_path.iterdir())
+
+  good = tmp_path / "good.npz"
+  expstdp.save(good, states, params)
+  written = _rewrite(good, tmp_path / "written.npz", **{"params.A_minus": np.asarray(bad.A_minus)})
+  with pytest.raises(ValueError, match=r"inconsistent synapse: .*population member \(2,\)"):
+    expstdp.load(written)  # load catches a file written by other means

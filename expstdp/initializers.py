@@ -18,6 +18,9 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from expstdp.validation import concrete_value
 
 
 def _modify(w, key, *, amin=None, amax=None, lower_triangle=False, upper_triangle=False,
@@ -38,18 +41,29 @@ def _modify(w, key, *, amin=None, amax=None, lower_triangle=False, upper_triangl
   for axis, keep in ((1, col_mask), (0, row_mask)):
     if keep is None:
       continue
-    n = w.shape[axis]
-    if isinstance(keep, int):
+    name, n = f"{'col' if axis else 'row'}_mask", w.shape[axis]
+    if isinstance(keep, (int, np.integer)) and not isinstance(keep, (bool, np.bool_)):
       if not 0 <= keep <= n:
-        raise ValueError(f"{'col' if axis else 'row'}_mask={keep} must be in [0, {n}].")
+        raise ValueError(f"{name}={keep} must be in [0, {n}].")
       key, subkey = jax.random.split(key)
-      keep = jax.random.choice(subkey, n, shape=(keep,), replace=False)
-    elif not isinstance(keep, (Sequence, jax.Array)):
-      raise TypeError(f"{'col' if axis else 'row'}_mask must be an int or a sequence of indices.")
+      keep = jax.random.choice(subkey, n, shape=(int(keep),), replace=False)
+    else:
+      _check_indices(name, keep, n)
     kept = jnp.zeros(n, bool).at[jnp.asarray(keep, int)].set(True)
     kept = kept[None, :] if axis == 1 else kept[:, None]
     w = jnp.where(kept, w, zero)
   return w
+
+
+def _check_indices(name, keep, n):
+  # A scatter would drop an index out of range and read True as 1, silently.
+  if isinstance(keep, (str, bytes)) or not isinstance(keep, (Sequence, np.ndarray, jax.Array)):
+    raise TypeError(f"{name} must be an int (how many to keep, at random) or a sequence of "
+                    f"indices, got {type(keep).__name__}.")
+  idx = concrete_value(keep)  # None when traced
+  if idx is not None and idx.size and (idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer)
+                                       or idx.min() < 0 or idx.max() >= n):
+    raise ValueError(f"{name} must be a 1-D sequence of int indices in [0, {n}), got {keep!r}.")
 
 
 _MODIFIERS = ("amin", "amax", "lower_triangle", "upper_triangle", "hollow", "eye", "col_mask",

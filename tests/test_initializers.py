@@ -41,6 +41,21 @@ def test_index_masks_keep_those_rows_and_columns():
   np.testing.assert_array_equal(kept, [False, True, False, True, False])
   w = initializers.uniform(0.5, 1.0, row_mask=2)(KEY, (5, 7))
   assert np.asarray(w).any(axis=1).sum() == 2
+  # numpy and jax indices and counts, as from research code
+  for keep in (np.array([1, 3]), jnp.array([1, 3])):
+    w = initializers.uniform(0.5, 1.0, row_mask=keep)(KEY, (5, 7))
+    np.testing.assert_array_equal(np.asarray(w).any(axis=1), [False, True, False, True, False])
+  w = initializers.uniform(0.5, 1.0, col_mask=np.int64(3))(KEY, (5, 7))
+  assert np.asarray(w).any(axis=0).sum() == 3
+
+
+@pytest.mark.parametrize("keep", [[0, 7], [-1], [0.5], [True, False, True] + [False] * 4])
+def test_index_masks_reject_what_a_scatter_would_misread(keep):
+  # Out of range, an index is dropped; a bool or a float is read as 0 or 1.
+  with pytest.raises(ValueError, match=r"col_mask must be a 1-D sequence of int indices in \[0, 7"):
+    initializers.uniform(col_mask=keep)(KEY, (5, 7))
+  with pytest.raises(TypeError, match="row_mask must be an int .* or a sequence of indices, got bool"):
+    initializers.uniform(row_mask=True)(KEY, (5, 7))
 
 
 def test_dtype_is_honoured():

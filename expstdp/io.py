@@ -4,6 +4,7 @@ import json
 import os
 import zipfile
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -46,8 +47,9 @@ def save(path, state: SynapseState, params: ExpSTDPParams) -> None:
 
 def load(path) -> tuple[SynapseState, ExpSTDPParams]:
   """Reads what `save` wrote; raises ValueError for a foreign, truncated or
-  inconsistent file, naming what is wrong (and OSError, as `open` does, for
-  a path that cannot be read)."""
+  inconsistent file, naming what is wrong, and for a float64 synapse unless
+  `jax_enable_x64` is on (JAX would narrow it to float32); OSError, as
+  `open` does, for a path that cannot be read."""
   path = os.fspath(path)
   if not os.path.exists(path) and os.path.exists(path + ".npz"):  # as save named it
     path += ".npz"
@@ -91,6 +93,11 @@ def load(path) -> tuple[SynapseState, ExpSTDPParams]:
       raise ValueError(f"{corrupt}: no valid dtype and shape for {key} ({e}).") from e
     if list(x.shape) != shape:
       raise ValueError(f"{path}: {key} has shape {x.shape}, its record says {shape}.")
+    if key.startswith("state.") and x.dtype.itemsize == 8 and not jax.config.jax_enable_x64:
+      # jnp.asarray would make it float32 without a word. (Params are cast
+      # to the weights' dtype anyway.)
+      raise ValueError(f"{path} holds a {x.dtype} synapse ({key}), which needs 64-bit JAX: "
+                       "jax.config.update('jax_enable_x64', True) before loading it.")
     return jnp.asarray(x)
 
   state = SynapseState(**{n: restore(f"state.{n}") for n in SynapseState._fields})

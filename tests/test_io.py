@@ -126,3 +126,22 @@ def test_every_member_of_a_population_is_checked(tmp_path):
   written = _rewrite(good, tmp_path / "written.npz", **{"params.A_minus": np.asarray(bad.A_minus)})
   with pytest.raises(ValueError, match=r"inconsistent synapse: .*population member \(2,\)"):
     expstdp.load(written)  # load catches a file written by other means
+
+
+def test_a_float64_synapse_is_not_narrowed_silently(tmp_path):
+  good = tmp_path / "good.npz"
+  expstdp.save(good, expstdp.init(jax.random.PRNGKey(0), (5, 4)), PARAMS)
+  with np.load(good) as f:  # the file an x64 process writes for a float64 synapse
+    members = {k: f[k] for k in f.files}
+  meta = json.loads(members.pop("__expstdp__").tobytes())
+  for key in [k for k in members if k.startswith("state.") and members[k].dtype == np.float32]:
+    members[key] = members[key].astype(np.float64)
+    meta["dtypes"][key] = "float64"
+  wide = tmp_path / "wide.npz"
+  np.savez(wide, **members, __expstdp__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+  if jax.config.jax_enable_x64:
+    assert expstdp.load(wide)[0].weights.dtype == jnp.float64
+  else:  # jnp.asarray would make it float32
+    with pytest.raises(ValueError, match=r"holds a float64 synapse \(state.weights\), which "
+                       r"needs 64-bit JAX"):
+      expstdp.load(wide)

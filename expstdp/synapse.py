@@ -69,6 +69,9 @@ def init(
     raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(f"dtype must be a floating dtype, got {dtype!r}.")
+  if jnp.dtype(dtype).itemsize == 8 and not jax.config.jax_enable_x64:
+    raise ValueError(f"dtype {jnp.dtype(dtype).name} needs 64-bit JAX (JAX would make every "
+                     "array float32): jax.config.update('jax_enable_x64', True) first.")
   if isinstance(p_conn, bool) or not isinstance(p_conn, (int, float, np.integer, np.floating)):
     raise TypeError(f"p_conn must be a number in (0, 1], got {p_conn!r}.")
   if not 0.0 < p_conn <= 1.0:

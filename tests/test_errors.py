@@ -118,6 +118,16 @@ def test_init_rejects_integer_dtype():
     expstdp.init(jax.random.PRNGKey(0), (2, 2), dtype=jnp.int32)
 
 
+def test_init_asks_for_64_bit_jax_for_float64():
+  """Without it JAX makes every array float32, and the mismatch used to be
+  blamed on weight_init."""
+  if jax.config.jax_enable_x64:
+    assert expstdp.init(jax.random.PRNGKey(0), (2, 2), dtype=jnp.float64).weights.dtype == "float64"
+  else:
+    with pytest.raises(ValueError, match=r"dtype float64 needs 64-bit JAX .*jax_enable_x64"):
+      expstdp.init(jax.random.PRNGKey(0), (2, 2), dtype=jnp.float64)
+
+
 def test_a_state_consumed_by_a_jitted_call_is_named():
   """The jitted entry points donate W and dW; passing the old state again
   (to them or to the plain functions) says so, naming the field."""

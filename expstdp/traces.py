@@ -11,6 +11,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from expstdp.validation import check_array, concrete_value
 
@@ -47,9 +48,10 @@ def update(trace: jax.Array, spikes: jax.Array, *, dt, tau_tr, a_delta=0.0, P_sc
   if not jnp.issubdtype(trace.dtype, jnp.floating):
     raise TypeError(f"trace must be a floating array, got dtype {jnp.dtype(trace.dtype).name}.")
   check_array("spikes", spikes, jnp.shape(trace), trace.dtype, dtype_of="the trace's")
-  if (isinstance(n_nearest_spikes, bool) or not isinstance(n_nearest_spikes, int)
-      or n_nearest_spikes < 0):
+  if (isinstance(n_nearest_spikes, (bool, np.bool_))
+      or not isinstance(n_nearest_spikes, (int, np.integer)) or n_nearest_spikes < 0):
     raise ValueError(f"n_nearest_spikes must be a static int >= 0, got {n_nearest_spikes!r}.")
+  n_nearest_spikes = int(n_nearest_spikes)
   tau, step = concrete_value(tau_tr), concrete_value(dt)
   if tau is not None and not (tau > 0).all():
     raise ValueError(f"tau_tr must be > 0, got {tau_tr!r}.")

@@ -69,6 +69,10 @@ def test_bad_arguments():
     traces.update(z, z, dt=-1.0, tau_tr=2.0)
   with pytest.raises(ValueError, match="n_nearest_spikes must be a static int"):
     traces.update(z, z, dt=1.0, tau_tr=2.0, n_nearest_spikes=True)
+  s = jnp.asarray([[1.0, 0.0, 1.0]])  # a numpy int is an int too
+  np.testing.assert_array_equal(
+      traces.update(z + 0.5, s, dt=1.0, tau_tr=2.0, a_delta=1.0, n_nearest_spikes=np.int64(2)),
+      traces.update(z + 0.5, s, dt=1.0, tau_tr=2.0, a_delta=1.0, n_nearest_spikes=2))
   with pytest.raises(TypeError, match="trace must be a floating array, got dtype int32"):
     traces.update(z.astype(jnp.int32), z, dt=1.0, tau_tr=2.0)
   with pytest.raises(TypeError, match="trace must be a floating array, got list"):

@@ -20,7 +20,11 @@ def _dtype_name(dtype) -> str:
 def check_array(name: str, x, shape: tuple, dtype, dtype_of: str = "the weights'") -> None:
   """Raises unless `x` is an array of exactly `shape` and `dtype` (that of
   `dtype_of`, for the message)."""
-  x_shape, x_dtype = np.shape(x), jnp.result_type(x)
+  try:
+    x_shape, x_dtype = np.shape(x), jnp.result_type(x)
+  except TypeError:  # a nested list, say: jax's message would not name the argument
+    raise TypeError(f"{name} must be an array of dtype {_dtype_name(dtype)}, got "
+                    f"{type(x).__name__}.") from None
   if not jnp.issubdtype(x_dtype, jnp.floating):
     raise TypeError(
         f"{name} must be a floating array of dtype {_dtype_name(dtype)} "
@@ -156,9 +160,9 @@ def _is_real(value) -> bool:
 
 def validate_params(params: ExpSTDPParams, dtype=jnp.float32) -> None:
   """Checks that every hyperparameter is a scalar and, where its value is
-  concrete, that the rule is well defined: A_minus >= 0, w_eps >= 0,
-  tau_w >= 0, w_bound > 2 * w_eps (else the clip bounds cross) and
-  |exp_beta| * w_bound <= max_exponent(dtype) (the weights' dtype)."""
+  concrete, that the rule is well defined: every value finite, A_minus >= 0,
+  w_eps >= 0, tau_w >= 0, w_bound > 2 * w_eps (else the clip bounds cross)
+  and |exp_beta| * w_bound <= max_exponent(dtype) (the weights' dtype)."""
   if not isinstance(params, ExpSTDPParams):
     raise TypeError(f"params must be an expstdp.ExpSTDPParams, got {type(params).__name__}.")
   for name, value in params._asdict().items():
@@ -177,7 +181,8 @@ def check_param_values(values: dict, dtype) -> None:
   concrete value (None where not known): scalars, or arrays of a population's
   shape, where the message names the first member that fails."""
   limit = max_exponent(dtype)
-  rules = (
+  rules = tuple(((name,), np.isfinite, f"params.{name} must be finite")
+                for name in ExpSTDPParams._fields) + (
       (("A_minus",), lambda a: a >= 0, "params.A_minus must be >= 0 (ngclearn silently drops "
        "LTD for a negative A_minus; expstdp rejects it)"),
       (("w_eps",), lambda e: e >= 0, "params.w_eps must be >= 0"),

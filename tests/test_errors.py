@@ -36,6 +36,8 @@ def test_compute_dW_rejects_mismatched_batches():
     expstdp.compute_dW(PARAMS, jnp.ones((4, 3), jnp.int32), a, a, b, b)
   with pytest.raises(TypeError, match="weights must be an array, got list"):
     expstdp.compute_dW(PARAMS, [[1.0] * 3] * 4, a, a, b, b)
+  with pytest.raises(TypeError, match="pre_trace must be an array of dtype float32, got list"):
+    expstdp.compute_dW(PARAMS, STATE.weights, a, [[1.0] * 4] * 2, b, b)
 
 
 def test_forward_rejects_bad_inputs():
@@ -78,6 +80,12 @@ def test_inconsistent_state_is_named():
     (dict(w_eps=-0.01), "w_eps must be >= 0"),
     (dict(tau_w=-1.0), "tau_w must be >= 0"),
     (dict(A_plus=jnp.ones(3)), "A_plus must be a scalar"),
+    # ngclearn would make every weight NaN, or every output (resist_scale)
+    (dict(A_plus=float("nan")), "params.A_plus must be finite, got A_plus=nan"),
+    (dict(A_minus=float("inf")), "params.A_minus must be finite, got A_minus=inf"),
+    (dict(pretrace_target=float("-inf")), "params.pretrace_target must be finite"),
+    (dict(resist_scale=float("nan")), "params.resist_scale must be finite"),
+    (dict(tau_w=float("inf")), "params.tau_w must be finite"),
 ])
 def test_invalid_hyperparameters_are_rejected(change, pattern):
   with pytest.raises(ValueError, match=pattern):

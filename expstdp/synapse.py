@@ -20,7 +20,7 @@ import numpy as np
 from expstdp import backend, initializers
 from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.validation import (check_activity, check_array, check_for_state, check_state,
-                                 check_static_bool, validate_params)
+                                 check_static_bool, concrete_value, validate_params)
 
 # Outer products of at most this many rows (batch 4) are cheaper broadcast
 # inside the elementwise loop than as a GEMM call, whose (N, M) result makes
@@ -76,10 +76,12 @@ def init(
     raise TypeError(f"p_conn must be a number in (0, 1], got {p_conn!r}.")
   if not 0.0 < p_conn <= 1.0:
     raise ValueError(f"p_conn must be a number in (0, 1], got {p_conn!r}.")
-  if eta is None or isinstance(eta, (str, bytes)):
+  if eta is None or isinstance(eta, (str, bytes, bool, np.bool_)):
     raise TypeError(f"eta must be a scalar number, got {eta!r}.")
   if np.ndim(eta) != 0:
     raise ValueError(f"eta must be a scalar number, got shape {np.shape(eta)}.")
+  if (value := concrete_value(eta)) is not None and not np.isfinite(value):
+    raise ValueError(f"eta must be finite, got {eta!r}: evolve would make every weight NaN.")
   for name, f in (("weight_init", weight_init), ("bias_init", bias_init)):
     if f is not None and not callable(f):
       raise TypeError(f"{name} must be a function f(key, shape, dtype) -> array (the "

@@ -150,7 +150,7 @@ def max_exponent(dtype) -> float:
 
 
 def _is_real(value) -> bool:
-  if type(value) in (float, int):  # the common case, without jnp.result_type's ~15 us
+  if type(value) in (float, int):  # the common case, without jnp.result_type (~7 us)
     return True
   # jnp.result_type reads a string as a dtype's name and None as float32.
   if value is None or isinstance(value, (str, bytes)):

@@ -177,6 +177,11 @@ def _in_place(fn, static_argnames=()):
     except Exception:  # looked into only when the call fails
       if not _tracing():
         check_not_donated(state)  # names a state that an earlier call consumed
+        if state.weights is state.d_weights:  # jax: "donate the same buffer twice"
+          raise ValueError(
+              "state.weights and state.d_weights are the same array, and the jitted entry "
+              "points donate both: give d_weights a buffer of its own "
+              "(state._replace(d_weights=jnp.zeros_like(state.weights)))") from None
         raise
     # Traced params; or, inside someone's jit or scan, only constants (a state
     # captured from outside): nothing is traced, but neither packing params

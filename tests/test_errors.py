@@ -152,6 +152,15 @@ def test_a_state_consumed_by_a_jitted_call_is_named():
   expstdp.jitted.evolve(new, PARAMS)  # the returned state works
 
 
+def test_one_buffer_for_weights_and_d_weights_is_named():
+  """jax's own error ("donate the same buffer twice") names no field."""
+  W = jnp.copy(STATE.weights)
+  for fn in (expstdp.jitted.evolve, expstdp.jitted.forward):
+    with pytest.raises(ValueError, match="state.weights and state.d_weights are the same array"):
+      fn(STATE._replace(weights=W, d_weights=W), PARAMS)
+  assert not W.is_deleted()  # nothing was consumed: the state can be fixed and used
+
+
 def test_stacked_populations_get_a_hint():
   stacked = jax.tree.map(lambda x: jnp.stack([x, x]), STATE)
   for fn in (expstdp.evolve, expstdp.jitted.evolve):

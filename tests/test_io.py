@@ -17,6 +17,20 @@ def _assert_same(a, b):
     np.testing.assert_array_equal(np.asarray(x, np.float64), np.asarray(y, np.float64))
 
 
+def _members(path):
+  """The arrays of the .npz at `path`, and its __expstdp__ record decoded."""
+  with np.load(path, allow_pickle=False) as f:
+    members = {k: f[k] for k in f.files}
+  return members, json.loads(members.pop("__expstdp__").tobytes())
+
+
+def _write(out, members, meta):
+  """An .npz of `members` with `meta` (any JSON value) as its record: a file
+  written by other means than expstdp.save."""
+  np.savez(out, **members, __expstdp__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+  return out
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_round_trip(tmp_path, dtype):
   state = expstdp.init(jax.random.PRNGKey(0), (5, 4), batch_size=2, p_conn=0.5, dtype=dtype, eta=0.1)
@@ -74,29 +88,18 @@ def test_foreign_truncated_and_inconsistent_files_are_rejected(tmp_path):
   bad = state._replace(post_trace=jnp.zeros((1, 7)))
   with pytest.raises(ValueError, match="state.post_trace must have shape"):
     expstdp.save(tmp_path / "odd.npz", bad, PARAMS)  # save refuses to write it
-  with np.load(good) as f:
-    meta = json.loads(f["__expstdp__"].tobytes())
+  members, meta = _members(good)
   meta["shapes"]["state.post_trace"] = [1, 7]
-  odd = _rewrite(good, tmp_path / "odd.npz", **{"state.post_trace": np.zeros((1, 7), np.float32)},
-                 __expstdp__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+  odd = _write(tmp_path / "odd.npz",
+               members | {"state.post_trace": np.zeros((1, 7), np.float32)}, meta)
   with pytest.raises(ValueError, match="inconsistent synapse: state.post_trace must have shape"):
     expstdp.load(odd)
-
-
-def _rewrite(path, out, **changes):
-  """Copies the .npz at `path` to `out`, replacing or adding the given members."""
-  with np.load(path, allow_pickle=False) as f:
-    members = {k: f[k] for k in f.files}
-  np.savez(out, **(members | changes))
-  return out
 
 
 def test_a_corrupt_record_is_rejected_with_a_value_error(tmp_path):
   good = tmp_path / "good.npz"
   expstdp.save(good, expstdp.init(jax.random.PRNGKey(0), (5, 4)), PARAMS)
-  with np.load(good) as f:
-    meta = json.loads(f["__expstdp__"].tobytes())
-  record = lambda m: np.frombuffer(json.dumps(m).encode(), np.uint8)
+  members, meta = _members(good)
   weights_as = lambda dtype: meta | {"dtypes": meta["dtypes"] | {"state.weights": dtype}}
   for i, (m, pattern) in enumerate([
       ([1, 2], "record is corrupt: not a JSON object"),
@@ -105,7 +108,7 @@ def test_a_corrupt_record_is_rejected_with_a_value_error(tmp_path):
       (weights_as("int32"), "state.weights must be floating"),
   ]):
     with pytest.raises(ValueError, match=pattern):
-      expstdp.load(_rewrite(good, tmp_path / f"corrupt{i}.npz", __expstdp__=record(m)))
+      expstdp.load(_write(tmp_path / f"corrupt{i}.npz", members, m))
 
 
 def test_every_member_of_a_population_is_checked(tmp_path):
@@ -123,7 +126,9 @@ def test_every_member_of_a_population_is_checked(tmp_path):
 
   good = tmp_path / "good.npz"
   expstdp.save(good, states, params)
-  written = _rewrite(good, tmp_path / "written.npz", **{"params.A_minus": np.asarray(bad.A_minus)})
+  members, meta = _members(good)
+  written = _write(tmp_path / "written.npz",
+                   members | {"params.A_minus": np.asarray(bad.A_minus)}, meta)
   with pytest.raises(ValueError, match=r"inconsistent synapse: .*population member \(2,\)"):
     expstdp.load(written)  # load catches a file written by other means
 
@@ -131,14 +136,11 @@ def test_every_member_of_a_population_is_checked(tmp_path):
 def test_a_float64_synapse_is_not_narrowed_silently(tmp_path):
   good = tmp_path / "good.npz"
   expstdp.save(good, expstdp.init(jax.random.PRNGKey(0), (5, 4)), PARAMS)
-  with np.load(good) as f:  # the file an x64 process writes for a float64 synapse
-    members = {k: f[k] for k in f.files}
-  meta = json.loads(members.pop("__expstdp__").tobytes())
+  members, meta = _members(good)  # made into what an x64 process writes for float64
   for key in [k for k in members if k.startswith("state.") and members[k].dtype == np.float32]:
     members[key] = members[key].astype(np.float64)
     meta["dtypes"][key] = "float64"
-  wide = tmp_path / "wide.npz"
-  np.savez(wide, **members, __expstdp__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+  wide = _write(tmp_path / "wide.npz", members, meta)
   if jax.config.jax_enable_x64:
     assert expstdp.load(wide)[0].weights.dtype == jnp.float64
   else:  # jnp.asarray would make it float32

@@ -26,7 +26,7 @@ from expstdp import backend
 from expstdp.synapse import (_MAX_BROADCAST_ROWS, _apply_dW, _dW, _evolve, _forward_precision,
                              _scalar, _scale_and_bias, _sum_of_outer_products, _with_activity)
 from expstdp.types import ExpSTDPParams, SynapseState
-from expstdp.validation import check_state, check_static_bool, validate_params
+from expstdp.validation import check_state, check_static_bool, tracing, validate_params
 
 
 def clip_weights(state: SynapseState, params: ExpSTDPParams) -> SynapseState:
@@ -128,13 +128,17 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
   the columns of post-synaptic neurons that spiked (in any batch element).
 
   Returns the same state as `evolve` (weights to rounding, d_weights equal
-  when both are compiled, as eager mode rounds op by op; with a batch and
-  rows of 4096 or more, only under `jitted.compiler_options`)
-  provided that every weight already lies in [w_eps, w_bound - w_eps] or is
-  masked to 0 (true after any evolve; `clip_weights` makes it true) and that
-  spikes and traces are finite. Weights outside the active rows and columns
-  are neither read nor written. With tau_w > 0 the decay touches every
-  weight, so the dense computation runs.
+  to a compiled evolve's; with a batch and rows of 4096 or more, only under
+  `jitted.compiler_options`) provided that every weight already lies in
+  [w_eps, w_bound - w_eps] or is masked to 0 (true after any evolve;
+  `clip_weights` makes it true) and that spikes and traces are finite.
+  Weights outside the active rows and columns are neither read nor written.
+  With tau_w > 0 the decay touches every weight, so the dense computation
+  runs.
+
+  An eager call (nothing traced) runs compiled, the loops compiled once per
+  shape, and raises a ValueError if the weights break that precondition
+  (one more read of W). Under `jit` nothing checks it but `expstdp.checked`.
 
   Args:
     max_pre: static; at most this many active pre-synaptic neurons are
@@ -159,8 +163,39 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
   state = _with_activity(state, params, pre_spike=pre_spike, pre_trace=pre_trace,
                          post_spike=post_spike, post_trace=post_trace)
   n_pre, n_post = state.weights.shape
-  max_pre = _check_capacity("max_pre", max_pre, n_pre)
-  max_post = _check_capacity("max_post", max_post, n_post)
+  static = dict(max_pre=_check_capacity("max_pre", max_pre, n_pre),
+                max_post=_check_capacity("max_post", max_post, n_post),
+                with_d_weights=with_d_weights)
+  if _traced(state, params):
+    return _evolve_events_or_dense(state, params, **static)
+  new, in_range = _evolve_events_eagerly(state, params, **static)
+  if not in_range:
+    raise ValueError(
+        "state.weights must lie in [params.w_eps, params.w_bound - params.w_eps], or be 0 where "
+        "state.weight_mask is False, for evolve_events (it leaves the weights of idle neurons "
+        "as they are, where evolve would clip them): call expstdp.clip_weights(state, params) "
+        "once. (Checked on eager calls only; under jit, expstdp.checked checks it.)")
+  return new
+
+
+def _weights_in_range(state: SynapseState, params: ExpSTDPParams) -> jax.Array:
+  """Whether `evolve_events` may skip the weights of idle neurons: a bool
+  scalar, True if `clip_weights` would change no weight or if tau_w != 0
+  (then it runs densely)."""
+  dtype = state.weights.dtype
+  W, w_eps = state.weights, _scalar(params.w_eps, dtype)
+  hi = _scalar(params.w_bound, dtype) - w_eps
+  kept = jnp.where(state.weight_mask, (W >= w_eps) & (W <= hi), W == 0)
+  return jnp.all(kept) | (_scalar(params.tau_w, dtype) != 0)
+
+
+def _traced(*trees) -> bool:
+  """Whether any leaf is traced, or a jit or scan is being traced (where
+  constants become tracers too)."""
+  return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(trees)) or tracing()
+
+
+def _evolve_events_or_dense(state, params, *, max_pre, max_post, with_d_weights):
   loops = functools.partial(_evolve_events, max_pre=max_pre, max_post=max_post,
                             with_d_weights=with_d_weights)
   dense = functools.partial(_evolve, with_d_weights=with_d_weights)
@@ -169,6 +204,13 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
   # would be new values that XLA copies (into a fresh buffer when returned
   # from a jit).
   return state._replace(weights=new.weights, d_weights=new.d_weights)
+
+
+# Eager calls run compiled: op by op, every call would compile the loops
+# again (their bodies are new functions each time), 0.7-1 s at 784 x 6400.
+@functools.partial(jax.jit, static_argnames=("max_pre", "max_post", "with_d_weights"))
+def _evolve_events_eagerly(state, params, **static):
+  return _evolve_events_or_dense(state, params, **static), _weights_in_range(state, params)
 
 
 def _loops_on_cpu(loops, dense):
@@ -297,13 +339,22 @@ def forward_events(state: SynapseState, params: ExpSTDPParams, inputs=None, *,
 
   Equal to `forward` up to the order of the sum. Exact dense fallback when
   more than `max_active` (static) inputs are non-zero; dense on backends
-  other than CPU (see the module's docstring).
+  other than CPU (see the module's docstring). An eager call runs compiled,
+  as `evolve_events`'s does.
   """
   state = _with_activity(state, params, inputs=inputs)
   n_pre = state.weights.shape[0]
   max_active = _check_capacity("max_active", max_active, n_pre)
-  return state._replace(outputs=_scale_and_bias(
-      params, _sparse_matmul(state.inputs, state.weights, max_active), state.biases))
+  outputs = _outputs if _traced(state, params) else _outputs_eagerly
+  return state._replace(outputs=outputs(state, params, max_active=max_active))
+
+
+def _outputs(state, params, *, max_active):
+  return _scale_and_bias(params, _sparse_matmul(state.inputs, state.weights, max_active),
+                         state.biases)
+
+
+_outputs_eagerly = jax.jit(_outputs, static_argnames="max_active")  # as _evolve_events_eagerly
 
 
 def _matmul(x, W):

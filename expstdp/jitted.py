@@ -26,7 +26,7 @@ import numpy as np
 
 from expstdp import backend, events, synapse
 from expstdp.types import ExpSTDPParams, SynapseState
-from expstdp.validation import check_not_donated, check_state, validate_params
+from expstdp.validation import check_not_donated, check_state, tracing, validate_params
 
 
 def compiler_options() -> dict | None:
@@ -175,7 +175,7 @@ def _in_place(fn, static_argnames=()):
                                                  *args, **kwargs)
         return state._replace(weights=weights, d_weights=d_weights, **changed)
     except Exception:  # looked into only when the call fails
-      if not _tracing():
+      if not tracing():
         check_not_donated(state)  # names a state that an earlier call consumed
         if state.weights is state.d_weights:  # jax: "donate the same buffer twice"
           raise ValueError(
@@ -193,12 +193,6 @@ def _in_place(fn, static_argnames=()):
 
 
 _Tracer = jax.core.Tracer  # bound once: jax.core's attribute lookup costs ~0.05 us
-
-
-def _tracing() -> bool:
-  """Whether a jit or scan is being traced: there even an op on constants
-  gives a tracer."""
-  return isinstance(jnp.zeros(()), _Tracer)
 
 
 def _any_traced(args, kwargs=None) -> bool:

@@ -131,6 +131,12 @@ def check_not_donated(state: SynapseState) -> None:
           "(to keep this one too, pass a copy: jax.tree.map(jnp.copy, state)).")
 
 
+def tracing() -> bool:
+  """Whether a jit or scan is being traced: there even an op on constants
+  gives a tracer."""
+  return isinstance(jnp.zeros(()), jax.core.Tracer)
+
+
 def concrete_value(x):
   """The value of `x` as a numpy array, or None when it is a tracer."""
   try:

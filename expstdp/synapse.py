@@ -20,7 +20,7 @@ import numpy as np
 from expstdp import backend, initializers
 from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.validation import (check_activity, check_array, check_for_state, check_state,
-                                 check_static_bool, concrete_value, validate_params)
+                                 check_static_bool, concrete_value, is_real, validate_params)
 
 # Outer products of at most this many rows (batch 4) are cheaper broadcast
 # inside the elementwise loop than as a GEMM call, whose (N, M) result makes
@@ -63,23 +63,30 @@ def init(
     eta: initial global learning rate.
     dtype: floating dtype of the weights and every other array of the state.
   """
-  if len(shape) != 2 or not all(isinstance(n, (int, np.integer)) and n > 0 for n in shape):
+  if not hasattr(shape, "__len__"):
+    raise TypeError(f"shape must be (n_pre, n_post) with two positive ints, got {shape!r}.")
+  if len(shape) != 2 or not all(_is_int(n) and n > 0 for n in shape):
     raise ValueError(f"shape must be (n_pre, n_post) with two positive ints, got {shape!r}.")
-  if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+  if not _is_int(batch_size) or batch_size < 1:
     raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-  if not jnp.issubdtype(dtype, jnp.floating):
+  if dtype is None or not jnp.issubdtype(dtype, jnp.floating):  # None would mean float64
     raise TypeError(f"dtype must be a floating dtype, got {dtype!r}.")
   if jnp.dtype(dtype).itemsize == 8 and not jax.config.jax_enable_x64:
     raise ValueError(f"dtype {jnp.dtype(dtype).name} needs 64-bit JAX (JAX would make every "
                      "array float32): jax.config.update('jax_enable_x64', True) first.")
+  if isinstance(p_conn, jax.core.Tracer):
+    raise TypeError("p_conn must be a concrete number, not a traced value: it decides whether "
+                    "the state has an (N, M) weight_mask. Under jit or vmap, draw the mask "
+                    "yourself and pass it as weight_mask (e.g. jax.random.bernoulli(key, p, "
+                    "shape)).")
   if isinstance(p_conn, bool) or not isinstance(p_conn, (int, float, np.integer, np.floating)):
     raise TypeError(f"p_conn must be a number in (0, 1], got {p_conn!r}.")
   if not 0.0 < p_conn <= 1.0:
     raise ValueError(f"p_conn must be a number in (0, 1], got {p_conn!r}.")
-  if eta is None or isinstance(eta, (str, bytes, bool, np.bool_)):
-    raise TypeError(f"eta must be a scalar number, got {eta!r}.")
+  if not is_real(eta):
+    raise TypeError(f"eta must be a real scalar number, got {eta!r}.")
   if np.ndim(eta) != 0:
-    raise ValueError(f"eta must be a scalar number, got shape {np.shape(eta)}.")
+    raise ValueError(f"eta must be a real scalar number, got shape {np.shape(eta)}.")
   if (value := concrete_value(eta)) is not None and not np.isfinite(value):
     raise ValueError(f"eta must be finite, got {eta!r}: evolve would make every weight NaN.")
   for name, f in (("weight_init", weight_init), ("bias_init", bias_init)):
@@ -136,6 +143,10 @@ def init(
       post_trace=post(),
       d_weights=jnp.zeros(shape, dtype),
   )
+
+
+def _is_int(n) -> bool:
+  return isinstance(n, (int, np.integer)) and not isinstance(n, bool)
 
 
 def _scalar(x, dtype) -> jax.Array:

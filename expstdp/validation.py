@@ -155,7 +155,7 @@ def max_exponent(dtype) -> float:
   return float(np.floor(x - min(8.0, 0.1 * x)))
 
 
-def _is_real(value) -> bool:
+def is_real(value) -> bool:
   if type(value) in (float, int):  # the common case, without jnp.result_type (~7 us)
     return True
   # jnp.result_type reads a string as a dtype's name and None as float32.
@@ -182,7 +182,7 @@ def validate_params(params: ExpSTDPParams, dtype=jnp.float32) -> None:
           f"params.{name} must be a scalar, got shape {np.shape(value)}; to run several "
           "populations, give params a leading axis and jax.vmap over it."
       )
-    if not _is_real(value):
+    if not is_real(value):
       raise TypeError(f"params.{name} must be a real number, got {value!r}.")
   check_param_values({name: concrete_value(v) for name, v in params._asdict().items()}, dtype)
 

@@ -103,13 +103,18 @@ def test_traced_hyperparameters_are_not_checked_at_trace_time():
 @pytest.mark.parametrize("kwargs, error, pattern", [
     (dict(shape=(4,)), ValueError, "shape must be"),
     (dict(shape=(4, 0)), ValueError, "shape must be"),
+    (dict(shape=4), TypeError, r"shape must be \(n_pre, n_post\).*got 4"),  # was: int has no len()
+    (dict(shape=None), TypeError, r"shape must be \(n_pre, n_post\).*got None"),
+    (dict(shape=(True, 3)), ValueError, r"shape must be.*got \(True, 3\)"),  # was: (1, 3)
+    (dict(shape=(4, 3), dtype=None), TypeError, "dtype must be a floating dtype, got None"),
+    (dict(shape=(4, 3), eta=1j), TypeError, r"eta must be a real scalar number, got 1j"),
     (dict(shape=(4, 3), batch_size=0), ValueError, "batch_size must be"),
     (dict(shape=(4, 3), p_conn=0.0), ValueError, r"p_conn must be a number in \(0, 1\]"),
     (dict(shape=(4, 3), p_conn=1.5), ValueError, r"p_conn must be a number in \(0, 1\]"),
     (dict(shape=(4, 3), p_conn="0.5"), TypeError, r"p_conn must be a number.*got '0.5'"),
-    (dict(shape=(4, 3), eta=jnp.ones(3)), ValueError, r"eta must be a scalar number, got shape"),
-    (dict(shape=(4, 3), eta="0.1"), TypeError, "eta must be a scalar number, got '0.1'"),
-    (dict(shape=(4, 3), eta=True), TypeError, "eta must be a scalar number, got True"),
+    (dict(shape=(4, 3), eta=jnp.ones(3)), ValueError, r"eta must be a real scalar number, got shape"),
+    (dict(shape=(4, 3), eta="0.1"), TypeError, "eta must be a real scalar number, got '0.1'"),
+    (dict(shape=(4, 3), eta=True), TypeError, "eta must be a real scalar number, got True"),
     (dict(shape=(4, 3), eta=float("nan")), ValueError, "eta must be finite, got nan"),
     (dict(shape=(4, 3), eta=jnp.inf), ValueError, "eta must be finite, got inf"),
     (dict(shape=(4, 3), weight_init=0.5), TypeError, "weight_init must be a function f.key, sh"),
@@ -122,6 +127,13 @@ def test_traced_hyperparameters_are_not_checked_at_trace_time():
 def test_init_rejects_bad_arguments(kwargs, error, pattern):
   with pytest.raises(error, match=pattern):
     expstdp.init(jax.random.PRNGKey(0), **kwargs)
+
+
+def test_init_names_a_traced_p_conn():
+  """It sets whether the state has a mask; the message was 'p_conn must be a
+  number in (0, 1], got JitTracer(...)'."""
+  with pytest.raises(TypeError, match="p_conn must be a concrete number, not a traced value"):
+    jax.jit(lambda p: expstdp.init(jax.random.PRNGKey(0), (4, 3), p_conn=p))(0.5)
 
 
 def test_init_rejects_integer_dtype():

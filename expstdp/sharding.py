@@ -50,6 +50,8 @@ def synapse(mesh: Mesh, state: SynapseState, *, pre_axis: str | None = None,
   neurons) over mesh `pre_axis` and/or its columns (post-synaptic neurons)
   over `post_axis`. Pre-side vectors (B, N) follow W's rows, post-side ones
   (B, M) its columns; the batch axis is not sharded."""
+  if not isinstance(state, SynapseState):  # a template from jax.eval_shape is one too
+    raise TypeError(f"state must be an expstdp.SynapseState, got {type(state).__name__}.")
   if pre_axis is None and post_axis is None:
     raise ValueError("give pre_axis, post_axis or both (mesh axis names).")
   for name in (pre_axis, post_axis):

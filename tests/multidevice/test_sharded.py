@@ -148,6 +148,8 @@ def test_init_directly_into_shards():
 
 def test_helpers_reject_bad_layouts():
   mesh = jax.make_mesh((8,), ("post",), axis_types=(AxisType.Auto,))
+  with pytest.raises(TypeError, match="state must be an expstdp.SynapseState, got tuple"):
+    expstdp.sharding.synapse(mesh, tuple(_state()), post_axis="post")  # was an AttributeError
   with pytest.raises(ValueError, match="give pre_axis, post_axis"):
     expstdp.sharding.synapse(mesh, _state())
   with pytest.raises(ValueError, match="'rows' is not an axis"):

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from expstdp.validation import concrete_value
+from expstdp.validation import concrete_value, is_real
 
 
 def _modify(w, key, *, amin=None, amax=None, lower_triangle=False, upper_triangle=False,
@@ -76,6 +76,28 @@ def _check_modifiers(modifiers):
     raise TypeError(f"unknown initializer modifier(s) {unknown}; expected some of {_MODIFIERS}.")
   if modifiers.get("lower_triangle") and modifiers.get("upper_triangle"):
     raise ValueError("lower_triangle and upper_triangle are mutually exclusive.")
+  bounds = {name: modifiers[name] for name in ("amin", "amax") if modifiers.get(name) is not None}
+  _check_numbers(**bounds)
+  if len(bounds) == 2:
+    _check_order("amin", bounds["amin"], "amax", bounds["amax"])
+
+
+def _check_numbers(**values):
+  """Concrete values must be real and finite; traced ones are not known yet."""
+  for name, x in values.items():
+    if not is_real(x):
+      raise TypeError(f"{name} must be a real number, got {x!r}.")
+    v = concrete_value(x)
+    if v is not None and not np.all(np.isfinite(v)):
+      raise ValueError(f"{name} must be finite, got {x!r}.")
+
+
+def _check_order(low_name, low, high_name, high):
+  # Crossed bounds are no error to jax: every weight would end at one bound.
+  a, b = concrete_value(low), concrete_value(high)
+  if a is not None and b is not None and np.any(a > b):
+    raise ValueError(f"{low_name} must be <= {high_name}, got {low_name}={low!r}, "
+                     f"{high_name}={high!r}.")
 
 
 def _check_shape(shape, who):
@@ -85,6 +107,7 @@ def _check_shape(shape, who):
 
 def constant(value: float, **modifiers):
   """Every weight equal to `value`."""
+  _check_numbers(value=value)
   _check_modifiers(modifiers)
   def init(key, shape, dtype=jnp.float32):
     w = jnp.ones(shape, dtype) * value
@@ -94,6 +117,8 @@ def constant(value: float, **modifiers):
 
 def uniform(low: float = 0.0, high: float = 1.0, **modifiers):
   """U[low, high), drawn as ngclearn does (the key is split once first)."""
+  _check_numbers(low=low, high=high)
+  _check_order("low", low, "high", high)
   _check_modifiers(modifiers)
   def init(key, shape, dtype=jnp.float32):
     key, subkey = jax.random.split(key, 2)
@@ -104,6 +129,9 @@ def uniform(low: float = 0.0, high: float = 1.0, **modifiers):
 
 def gaussian(mean: float = 0.0, std: float = 1.0, **modifiers):
   """mean + std * N(0, 1), drawn as ngclearn does."""
+  _check_numbers(mean=mean, std=std)
+  if (v := concrete_value(std)) is not None and np.any(v < 0):
+    raise ValueError(f"std must be >= 0, got {std!r}.")
   _check_modifiers(modifiers)
   def init(key, shape, dtype=jnp.float32):
     key, subkey = jax.random.split(key, 2)

@@ -84,3 +84,27 @@ def test_bad_modifiers_are_rejected_at_construction():
     initializers.uniform(lower_triangle=True, upper_triangle=True)
   with pytest.raises(ValueError, match="2 dimensions"):
     initializers.fan_in_uniform()(KEY, (4,))
+
+
+@pytest.mark.parametrize("make, error, pattern", [
+    (lambda: initializers.uniform(0.8, 0.1), ValueError, "low must be <= high"),  # was all 0.8
+    (lambda: initializers.uniform(float("nan"), 1.0), ValueError, "low must be finite"),
+    (lambda: initializers.gaussian(0.0, -1.0), ValueError, r"std must be >= 0, got -1\.0"),
+    (lambda: initializers.gaussian(jnp.inf), ValueError, "mean must be finite"),
+    (lambda: initializers.constant("0.5"), TypeError, "value must be a real number, got '0.5'"),
+    (lambda: initializers.constant(0.5, amin=0.8, amax=0.2), ValueError,
+     "amin must be <= amax"),  # was all 0.2
+    (lambda: initializers.uniform(amin=1j), TypeError, "amin must be a real number"),
+])
+def test_bad_values_are_rejected_at_construction(make, error, pattern):
+  with pytest.raises(error, match=pattern):
+    make()
+
+
+def test_traced_values_are_drawn_with():
+  draw = jax.jit(lambda low, std: (initializers.uniform(low, 1.0)(KEY, (3, 4)),
+                                   initializers.gaussian(0.0, std)(KEY, (3, 4))))
+  got = draw(0.5, 2.0)
+  np.testing.assert_array_equal(got[0], initializers.uniform(0.5, 1.0)(KEY, (3, 4)))
+  np.testing.assert_array_equal(got[1], initializers.gaussian(0.0, 2.0)(KEY, (3, 4)))
+

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from expstdp.validation import check_array, concrete_value
+from expstdp.validation import check_array, concrete_value, is_real
 
 
 def _decay_kind(decay_type: str) -> str:
@@ -28,6 +28,25 @@ def _decay_kind(decay_type: str) -> str:
   return "step"
 
 
+def _check_numbers(shape, **values):
+  """Real, finite where concrete, and broadcastable to the trace's shape
+  without widening it (a NaN gamma_tr or a string a_delta was taken)."""
+  for name, x in values.items():
+    if not is_real(x):
+      raise TypeError(f"{name} must be a real number (or an array broadcastable to the trace's "
+                      f"shape {shape}), got {x!r}.")
+    try:
+      fits = np.broadcast_shapes(np.shape(x), shape) == shape
+    except ValueError:
+      fits = False
+    if not fits:
+      raise ValueError(f"{name} must be a number or an array broadcastable to the trace's shape "
+                       f"{shape}, got shape {np.shape(x)}.")
+    value = concrete_value(x)
+    if value is not None and not np.isfinite(value).all():
+      raise ValueError(f"{name} must be finite, got {x!r}.")
+
+
 def update(trace: jax.Array, spikes: jax.Array, *, dt, tau_tr, a_delta=0.0, P_scale=1.0,
            gamma_tr=1.0, decay_type: str = "exp", n_nearest_spikes: int = 0) -> jax.Array:
   """One step of a spike trace; returns the new trace.
@@ -35,23 +54,30 @@ def update(trace: jax.Array, spikes: jax.Array, *, dt, tau_tr, a_delta=0.0, P_sc
   Args:
     trace: (..., n) float trace z.
     spikes: spikes s, same shape and dtype as `trace`.
-    dt, tau_tr: time step and trace time constant (traced values).
+    dt, tau_tr: time step and trace time constant.
     a_delta: increment per spike; <= 0 selects the gated "set" trace, which
       jumps to `P_scale` at a spike (traced value).
     P_scale: value of the gated trace at a spike (traced value).
     gamma_tr: extra factor on the decay (traced value).
     decay_type: static; "exp", "lin" or "step" (matched by substring, as ngclearn).
     n_nearest_spikes: static int; k > 0 gives the k-nearest-spike trace.
+
+  `dt`, `tau_tr`, `a_delta`, `P_scale` and `gamma_tr` are traced values,
+  numbers or arrays broadcastable to the trace's shape (a time constant per
+  neuron, say), and must be finite.
   """
   if not hasattr(trace, "dtype"):
     raise TypeError(f"trace must be a floating array, got {type(trace).__name__}.")
   if not jnp.issubdtype(trace.dtype, jnp.floating):
     raise TypeError(f"trace must be a floating array, got dtype {jnp.dtype(trace.dtype).name}.")
+  trace = jnp.asarray(trace)  # a numpy float64 trace is float32 to JAX without x64, as spikes are
   check_array("spikes", spikes, jnp.shape(trace), trace.dtype, dtype_of="the trace's")
   if (isinstance(n_nearest_spikes, (bool, np.bool_))
       or not isinstance(n_nearest_spikes, (int, np.integer)) or n_nearest_spikes < 0):
     raise ValueError(f"n_nearest_spikes must be a static int >= 0, got {n_nearest_spikes!r}.")
   n_nearest_spikes = int(n_nearest_spikes)
+  _check_numbers(jnp.shape(trace), dt=dt, tau_tr=tau_tr, a_delta=a_delta, P_scale=P_scale,
+                 gamma_tr=gamma_tr)
   tau, step = concrete_value(tau_tr), concrete_value(dt)
   if tau is not None and not (tau > 0).all():
     raise ValueError(f"tau_tr must be > 0, got {tau_tr!r}.")

@@ -79,3 +79,29 @@ def test_bad_arguments():
     traces.update([[0.0] * 3], z, dt=1.0, tau_tr=2.0)
   with pytest.raises(TypeError, match="spikes must have the trace's dtype float16"):
     traces.update(z.astype(jnp.float16), z, dt=1.0, tau_tr=2.0)
+
+
+@pytest.mark.parametrize("kwargs, error, pattern", [
+    (dict(a_delta="1"), TypeError, r"a_delta must be a real number .*got '1'"),  # was read as 1.0
+    (dict(dt=None), TypeError, "dt must be a real number"),  # was: '>=' not supported
+    (dict(gamma_tr=float("nan")), ValueError, "gamma_tr must be finite, got nan"),  # a NaN trace
+    (dict(P_scale=jnp.inf), ValueError, "P_scale must be finite"),
+    (dict(tau_tr=jnp.ones(2)), ValueError,  # was jax's 'mul got incompatible shapes'
+     r"tau_tr must be a number or an array broadcastable to the trace's shape \(1, 3\), got shape \(2,\)"),
+    (dict(a_delta=jnp.ones((2, 1, 3))), ValueError, r"a_delta must be .*got shape \(2, 1, 3\)"),
+])
+def test_bad_values(kwargs, error, pattern):
+  z = jnp.zeros((1, 3))
+  with pytest.raises(error, match=pattern):
+    traces.update(z, z, **{**dict(dt=1.0, tau_tr=2.0), **kwargs})
+
+
+def test_values_per_neuron_and_numpy_traces():
+  """A time constant per neuron broadcasts; a numpy float64 trace becomes
+  float32 without x64, as its spikes do (the spikes were refused)."""
+  z, s = np.full((2, 3), 0.5), np.asarray([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+  tau = np.asarray([1.0, 2.0, 4.0])
+  got = traces.update(z, s, dt=1.0, tau_tr=tau, a_delta=1.0)
+  np.testing.assert_allclose(got, 0.5 * np.exp(-1.0 / tau) + s, rtol=1e-6)
+  assert got.dtype == jnp.asarray(z).dtype
+

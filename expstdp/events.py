@@ -26,7 +26,8 @@ from expstdp import backend
 from expstdp.synapse import (_MAX_BROADCAST_ROWS, _apply_dW, _dW, _evolve, _forward_precision,
                              _scalar, _scale_and_bias, _sum_of_outer_products, _with_activity)
 from expstdp.types import ExpSTDPParams, SynapseState
-from expstdp.validation import check_state, check_static_bool, tracing, validate_params
+from expstdp.eager import compiled, traced
+from expstdp.validation import check_state, check_static_bool, validate_params
 
 
 def clip_weights(state: SynapseState, params: ExpSTDPParams) -> SynapseState:
@@ -35,11 +36,13 @@ def clip_weights(state: SynapseState, params: ExpSTDPParams) -> SynapseState:
   state whose initial weights may lie outside that range."""
   check_state(state)
   validate_params(params, state.weights.dtype)  # crossed bounds would zero every weight
-  dtype = state.weights.dtype
-  w_eps, w_bound = _scalar(params.w_eps, dtype), _scalar(params.w_bound, dtype)
-  W = jnp.clip(state.weights, w_eps, w_bound - w_eps)
-  W = jnp.where(state.weight_mask, W, jnp.zeros((), dtype))
-  return state._replace(weights=W)
+  return state._replace(weights=_clip(params, state.weights, state.weight_mask))
+
+
+@compiled
+def _clip(params, W, mask):
+  w_eps, w_bound = _scalar(params.w_eps, W.dtype), _scalar(params.w_bound, W.dtype)
+  return jnp.where(mask, jnp.clip(W, w_eps, w_bound - w_eps), jnp.zeros((), W.dtype))
 
 
 def _compact(active: jax.Array, size: int):
@@ -136,9 +139,9 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
   With tau_w > 0 the decay touches every weight, so the dense computation
   runs.
 
-  An eager call (nothing traced) runs compiled, the loops compiled once per
-  shape, and raises a ValueError if the weights break that precondition
-  (one more read of W). Under `jit` nothing checks it but `expstdp.checked`.
+  An eager call (nothing traced) raises a ValueError if the weights break
+  that precondition (one more read of W). Under `jit` nothing checks it but
+  `expstdp.checked`.
 
   Args:
     max_pre: static; at most this many active pre-synaptic neurons are
@@ -166,10 +169,10 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
   static = dict(max_pre=_check_capacity("max_pre", max_pre, n_pre),
                 max_post=_check_capacity("max_post", max_post, n_post),
                 with_d_weights=with_d_weights)
-  if _traced(state, params):
+  if traced(state, params):
     return _evolve_events_or_dense(state, params, **static)
   new, in_range = _evolve_events_eagerly(state, params, **static)
-  if not in_range:
+  if not traced(in_range) and not in_range:  # traced: only constants while a jit is traced
     raise ValueError(
         "state.weights must lie in [params.w_eps, params.w_bound - params.w_eps], or be 0 where "
         "state.weight_mask is False, for evolve_events (it leaves the weights of idle neurons "
@@ -189,12 +192,6 @@ def _weights_in_range(state: SynapseState, params: ExpSTDPParams) -> jax.Array:
   return jnp.all(kept) | (_scalar(params.tau_w, dtype) != 0)
 
 
-def _traced(*trees) -> bool:
-  """Whether any leaf is traced, or a jit or scan is being traced (where
-  constants become tracers too)."""
-  return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(trees)) or tracing()
-
-
 def _evolve_events_or_dense(state, params, *, max_pre, max_post, with_d_weights):
   loops = functools.partial(_evolve_events, max_pre=max_pre, max_post=max_post,
                             with_d_weights=with_d_weights)
@@ -206,8 +203,9 @@ def _evolve_events_or_dense(state, params, *, max_pre, max_post, with_d_weights)
   return state._replace(weights=new.weights, d_weights=new.d_weights)
 
 
-# Eager calls run compiled: op by op, every call would compile the loops
-# again (their bodies are new functions each time), 0.7-1 s at 784 x 6400.
+# Eager calls run compiled (expstdp.eager) and check the precondition too:
+# op by op, every call would compile the loops again (their bodies are new
+# functions each time), 0.7-1 s at 784 x 6400.
 @functools.partial(jax.jit, static_argnames=("max_pre", "max_post", "with_d_weights"))
 def _evolve_events_eagerly(state, params, **static):
   return _evolve_events_or_dense(state, params, **static), _weights_in_range(state, params)
@@ -339,22 +337,18 @@ def forward_events(state: SynapseState, params: ExpSTDPParams, inputs=None, *,
 
   Equal to `forward` up to the order of the sum. Exact dense fallback when
   more than `max_active` (static) inputs are non-zero; dense on backends
-  other than CPU (see the module's docstring). An eager call runs compiled,
-  as `evolve_events`'s does.
+  other than CPU (see the module's docstring).
   """
   state = _with_activity(state, params, inputs=inputs)
   n_pre = state.weights.shape[0]
   max_active = _check_capacity("max_active", max_active, n_pre)
-  outputs = _outputs if _traced(state, params) else _outputs_eagerly
-  return state._replace(outputs=outputs(state, params, max_active=max_active))
+  return state._replace(outputs=_outputs(state, params, max_active=max_active))
 
 
+@compiled(static_argnames="max_active")
 def _outputs(state, params, *, max_active):
   return _scale_and_bias(params, _sparse_matmul(state.inputs, state.weights, max_active),
                          state.biases)
-
-
-_outputs_eagerly = jax.jit(_outputs, static_argnames="max_active")  # as _evolve_events_eagerly
 
 
 def _matmul(x, W):

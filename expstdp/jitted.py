@@ -26,7 +26,8 @@ import numpy as np
 
 from expstdp import backend, events, synapse
 from expstdp.types import ExpSTDPParams, SynapseState
-from expstdp.validation import check_not_donated, check_state, tracing, validate_params
+from expstdp.eager import tracing
+from expstdp.validation import check_not_donated, check_state, validate_params
 
 
 def compiler_options() -> dict | None:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from expstdp import backend, initializers
+from expstdp.eager import compiled
 from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.validation import (check_activity, check_array, check_for_state, check_state,
                                  check_static_bool, concrete_value, is_real, validate_params)
@@ -176,6 +177,7 @@ def forward(state: SynapseState, params: ExpSTDPParams, inputs=None) -> SynapseS
   return state._replace(outputs=_outputs(params, state.weights, state.inputs, state.biases))
 
 
+@compiled
 def _outputs(params, weights, inputs, biases):
   outputs = jnp.matmul(inputs, weights, precision=_forward_precision(),
                        out_sharding=_explicit_outputs_sharding(inputs, weights))
@@ -226,6 +228,7 @@ def _sum_of_outer_products(a: jax.Array, b: jax.Array) -> jax.Array:
   )
 
 
+@compiled
 def _dW(params, weights, pre_spike, pre_trace, post_spike, post_trace) -> jax.Array:
   dtype = weights.dtype
   A_plus, A_minus, beta, x_tar, w_bound = (
@@ -296,6 +299,7 @@ def evolve(state: SynapseState, params: ExpSTDPParams, *, pre_spike=None, pre_tr
   return _evolve(state, params, with_d_weights=with_d_weights)
 
 
+@compiled(static_argnames="with_d_weights")
 def _evolve(state, params, *, with_d_weights):
   operands = (state.weights, state.pre_spike, state.pre_trace, state.post_spike,
               state.post_trace)

@@ -242,32 +242,6 @@ def test_events_touch_only_active_rows_and_columns():
   assert np.all((got[~idle] >= np.float32(0.01)) & (got[~idle] <= np.float32(0.99)))
 
 
-def test_eager_calls_compile_once():
-  """Op by op, the loops compiled again on every call (new closures each
-  time): 0.7-1 s a call at 784 x 6400. Eager calls now run compiled."""
-  compiles = []
-
-  def listen(event, _, **kwargs):
-    if event.endswith("backend_compile_duration"):
-      compiles.append(event)
-
-  jax.monitoring.register_event_duration_secs_listener(listen)
-  try:
-    for seed, A_plus in ((11, 0.5), (12, 1.5)):
-      compiles.clear()
-      state, act = _case(seed, 1, 0.1, 0.8)
-      params = PARAMS._replace(A_plus=A_plus)
-      got = expstdp.evolve_events(state, params, max_pre=8, max_post=8, **act)
-      outputs = expstdp.forward_events(got, params, act["pre_spike"], max_active=8).outputs
-    assert not compiles
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listen)
-  jax.tree.map(np.testing.assert_array_equal, got,
-               event_evolve(state, params, max_pre=8, max_post=8, **act))
-  np.testing.assert_allclose(outputs, expstdp.forward(got, params, act["pre_spike"]).outputs,
-                             rtol=1e-6)
-
-
 def test_eager_evolve_events_refuses_weights_out_of_range():
   """It would leave them unclipped where evolve clips them. With tau_w > 0
   it runs densely, so any weights do."""

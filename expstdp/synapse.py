@@ -350,6 +350,11 @@ def reset(state: SynapseState) -> SynapseState:
   """Zeroes inputs, outputs, spikes, traces and d_weights; keeps weights,
   biases, weight_mask and eta (as ngclearn's reset)."""
   check_state(state)
+  return _reset(state)
+
+
+@compiled
+def _reset(state):
   zero = jnp.zeros_like
   return state._replace(
       inputs=zero(state.inputs),

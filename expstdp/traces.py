@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from expstdp.eager import compiled
 from expstdp.validation import check_array, concrete_value, is_real
 
 
@@ -83,13 +84,19 @@ def update(trace: jax.Array, spikes: jax.Array, *, dt, tau_tr, a_delta=0.0, P_sc
     raise ValueError(f"tau_tr must be > 0, got {tau_tr!r}.")
   if step is not None and not (step >= 0).all():
     raise ValueError(f"dt must be >= 0, got {dt!r}.")
+  # dt / tau_tr divided here, in Python for numbers, as ngclearn divides them.
+  return _update(trace, spikes, dt / tau_tr, a_delta, P_scale, gamma_tr,
+                 kind=_decay_kind(decay_type), n_nearest_spikes=n_nearest_spikes)
+
+
+@compiled(static_argnames=("kind", "n_nearest_spikes"))
+def _update(trace, spikes, dt_over_tau, a_delta, P_scale, gamma_tr, *, kind, n_nearest_spikes):
   dtype = trace.dtype
   cast = lambda x: jnp.asarray(x, dtype)
-  kind = _decay_kind(decay_type)
   if kind == "exp":
-    decay = jnp.exp(-cast(dt / tau_tr))
+    decay = jnp.exp(-cast(dt_over_tau))
   elif kind == "lin":
-    decay = 1 - cast(dt / tau_tr)
+    decay = 1 - cast(dt_over_tau)
   else:
     decay = cast(0.0)
   decayed = cast(gamma_tr) * trace * decay

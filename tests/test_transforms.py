@@ -49,10 +49,15 @@ def test_eager_calls_run_as_one_compiled_program():
       "evolve_events": lambda s, p: expstdp.evolve_events(s, p, max_pre=4, max_post=4, **act),
       "forward_events": lambda s, p: expstdp.forward_events(s, p, act["pre_spike"],
                                                             max_active=4),
+      "reset": lambda s, p: expstdp.reset(s),
+      # From the state: XLA would fold constants (in its own arithmetic).
+      "traces.update": lambda s, p: expstdp.traces.update(  # an op-by-op update: 0.8 ms
+          s.pre_trace, s.pre_spike, dt=1.0, tau_tr=20.0, a_delta=p.A_plus),
   }
   jax.monitoring.register_event_duration_secs_listener(listen)
   try:
-    state = expstdp.clip_weights(state, PARAMS)
+    state = expstdp.clip_weights(state, PARAMS)._replace(
+        **{name: jnp.asarray(x) for name, x in act.items()})
     for name, call in calls.items():
       compiles.clear()
       call(state, PARAMS)

@@ -13,7 +13,8 @@ The loops over active rows and columns run on CPU only. On other backends
 these functions compute densely (the same results): a GPU runs each trip of a
 loop with a traced trip count as separate kernels plus a copy of the loop
 condition to the host, some microseconds a trip, which for ~100 active
-neurons costs more than a dense evolve of millions of weights there.
+neurons costs more than a dense evolve of millions of weights there. So they
+do for arrays sharded over an Explicit mesh axis.
 """
 
 import functools
@@ -23,10 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from expstdp import backend
+from expstdp.eager import compiled, traced
+from expstdp.synapse import _outputs as _dense_outputs
 from expstdp.synapse import (_MAX_BROADCAST_ROWS, _apply_dW, _dW, _evolve, _forward_precision,
                              _scalar, _scale_and_bias, _sum_of_outer_products, _with_activity)
 from expstdp.types import ExpSTDPParams, SynapseState
-from expstdp.eager import compiled, traced
 from expstdp.validation import check_state, check_static_bool, validate_params
 
 
@@ -193,6 +195,8 @@ def _weights_in_range(state: SynapseState, params: ExpSTDPParams) -> jax.Array:
 
 
 def _evolve_events_or_dense(state, params, *, max_pre, max_post, with_d_weights):
+  if _sharded_explicitly(state):
+    return _evolve(state, params, with_d_weights=with_d_weights)
   loops = functools.partial(_evolve_events, max_pre=max_pre, max_post=max_post,
                             with_d_weights=with_d_weights)
   dense = functools.partial(_evolve, with_d_weights=with_d_weights)
@@ -209,6 +213,14 @@ def _evolve_events_or_dense(state, params, *, max_pre, max_post, with_d_weights)
 @functools.partial(jax.jit, static_argnames=("max_pre", "max_post", "with_d_weights"))
 def _evolve_events_eagerly(state, params, **static):
   return _evolve_events_or_dense(state, params, **static), _weights_in_range(state, params)
+
+
+def _sharded_explicitly(tree) -> bool:
+  """Whether an array is sharded over an Explicit mesh axis. jax cannot slice
+  such arrays at a traced offset (a ShardingTypeError), and one device's
+  loop over another's rows would be no gain: the dense computation runs."""
+  return any(axis is not None for x in jax.tree.leaves(tree)
+             for axis in jax.typeof(x).sharding.spec)
 
 
 def _loops_on_cpu(loops, dense):
@@ -347,6 +359,8 @@ def forward_events(state: SynapseState, params: ExpSTDPParams, inputs=None, *,
 
 @compiled(static_argnames="max_active")
 def _outputs(state, params, *, max_active):
+  if _sharded_explicitly(state):  # forward's matmul, told its output sharding
+    return _dense_outputs(params, state.weights, state.inputs, state.biases)
   return _scale_and_bias(params, _sparse_matmul(state.inputs, state.weights, max_active),
                          state.biases)
 

@@ -109,6 +109,26 @@ def test_synapse_parallel_by_rows_and_columns(axis_type):
   assert _collectives(lambda s, p: expstdp.forward(s, p), sharded, PARAMS) & {"all-reduce", "reduce-scatter"}
 
 
+def test_event_driven_functions_on_a_sharded_synapse(axis_type):
+  """Under explicit sharding they raised jax's ShardingTypeError (a dynamic
+  slice of a sharded axis); they now compute densely there. Eager and
+  jitted, equal to the dense functions and sharded as documented."""
+  mesh = jax.make_mesh((2, 4), ("pre", "post"), axis_types=(axis_type,) * 2)
+  state = expstdp.clip_weights(_state(), PARAMS)
+  shardings = expstdp.sharding.synapse(mesh, state, pre_axis="pre", post_axis="post")
+  sharded = jax.device_put(state, shardings)
+
+  def events(s):
+    s = expstdp.forward_events(s, PARAMS, max_active=N)
+    return expstdp.evolve_events(s, PARAMS, max_pre=N, max_post=M)
+
+  with jax.set_mesh(mesh):
+    for got in (events(sharded), jax.jit(events)(sharded)):
+      _close(got, jax.jit(lambda s: _step(s, PARAMS, {k: getattr(s, k) for k in (
+          "inputs", "pre_spike", "pre_trace", "post_spike", "post_trace")}))(state))
+      _assert_shardings(got, shardings)
+
+
 def test_population_parallel(axis_type):
   mesh = jax.make_mesh((8,), ("pop",), axis_types=(axis_type,))
   pops = 16

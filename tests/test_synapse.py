@@ -183,6 +183,36 @@ def test_checked_mode_runs_under_disable_jit():
   assert "evolve output" in err.get()
 
 
+def test_checked_mode_runs_compiled_when_called_eagerly():
+  """checkify ran an eager call op by op: 0.24 s for a 784x400 evolve, 1.2 s
+  for evolve_events (its loops compiled on every call). Now one cached jit
+  per set of static options, which a second call reuses."""
+  compiles = []
+
+  def listen(event, _, **kwargs):
+    if event.endswith("backend_compile_duration"):
+      compiles.append(event)
+
+  evolve, events = expstdp.checked(expstdp.evolve), expstdp.checked(expstdp.evolve_events)
+  state = expstdp.clip_weights(_state(shape=(7, 3), batch=3), PARAMS)
+  for _ in range(2):
+    state = state._replace(pre_trace=state.pre_trace + 0.1)
+    compiles.clear()
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+      err, out = evolve(state, PARAMS, with_d_weights=False)
+      err_events, _ = events(state, PARAMS, max_pre=4, max_post=4)
+    finally:
+      jax.monitoring.unregister_event_duration_listener(listen)
+  assert not compiles
+  assert err.get() is None and err_events.get() is None
+  np.testing.assert_array_equal(out.weights, jax.jit(expstdp.evolve)(state, PARAMS).weights)
+  np.testing.assert_array_equal(out.d_weights, state.d_weights)
+  err, _ = events(state._replace(weights=state.weights.at[0, 0].set(2.0)), PARAMS, max_pre=4,
+                  max_post=4)
+  assert "clip_weights" in err.get()
+
+
 def test_checked_mode_under_vmap():
   states = jax.tree.map(lambda *x: jnp.stack(x), _state(seed=0), _state(seed=1))
   bad = states._replace(weights=states.weights.at[1, 0, 0].set(jnp.nan))
@@ -239,6 +269,8 @@ def test_checked_mode_checks_what_a_partial_holds_and_skips_static_options():
   err, _ = expstdp.checked(expstdp.init)(jax.random.PRNGKey(0), (4, 3),
                                          weight_init=expstdp.initializers.uniform(0.1, 0.5))
   assert err.get() is None  # a dtype and a function are options, not values
+  err, out = expstdp.checked(expstdp.init)(jax.random.PRNGKey(0), [4, 3])  # a list: op by op
+  assert err.get() is None and out.weights.shape == (4, 3)
 
 
 def test_describe_covers_every_field():

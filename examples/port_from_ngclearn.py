@@ -5,7 +5,7 @@ every step. Needs ngclearn (`pip install -e ".[test]"`).
 ngclearn wires compartments in a Context and runs a process once per step;
 in expstdp the state is a value, and all T steps are one jitted lax.scan.
 """
-import jax, jax.numpy as jnp, numpy as np
+import jax, numpy as np
 from ngclearn import Context, MethodProcess
 from ngclearn.components import ExpSTDPSynapse, VarTrace
 from ngclearn.utils.distribution_generator import DistributionGenerator as DG

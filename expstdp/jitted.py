@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from expstdp import backend, events, synapse
-from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.eager import tracing
+from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.validation import check_not_donated, check_state, validate_params
 
 

@@ -113,6 +113,11 @@ def test_counts_too_small_are_refused_by_name(capsys):
     with pytest.raises(SystemExit):
       dc.main([flag, "0"])
     assert f"{flag} must be at least {minimum}, got 0" in capsys.readouterr().err
+  # A negative seed failed in k-means after the whole training.
+  for flag, minimum in {"--seed": 0, "--eta-decay": 0.0}.items():
+    with pytest.raises(SystemExit):
+      dc.main([flag, "-1"])
+    assert f"{flag} must be at least {minimum}, got -1" in capsys.readouterr().err
 
 
 def test_mnist_path_learns_28x28_images(tmp_path):

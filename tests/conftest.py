@@ -1,7 +1,9 @@
+import contextlib
 import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 
 # tests/multidevice needs 8 simulated devices, set up before jax is imported:
@@ -28,3 +30,23 @@ def run_with_xla_flags(script: str, flags: str, path) -> dict:
   subprocess.run([sys.executable, "-c", script, str(path)],
                  env=dict(os.environ, XLA_FLAGS=flags), check=True, timeout=300)
   return dict(np.load(path))
+
+
+@contextlib.contextmanager
+def counting_compiles():
+  """Yields a list that gets one entry per XLA compilation in the block."""
+  compiles = []
+
+  def listen(event, _, **kwargs):
+    if event.endswith("backend_compile_duration"):
+      compiles.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    yield compiles
+  finally:
+    unregister = getattr(jax.monitoring, "unregister_event_duration_listener", None)
+    if unregister is None:  # jax < 0.9 has only the private one
+      from jax._src.monitoring import _unregister_event_duration_listener_by_callback as unregister
+    unregister(listen)
+

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import expstdp
-from conftest import random_activity
+from conftest import counting_compiles, random_activity
 
 PARAMS = expstdp.ExpSTDPParams(A_plus=1.0, A_minus=0.5, exp_beta=1.5, pretrace_target=0.2)
 
@@ -187,23 +187,13 @@ def test_checked_mode_runs_compiled_when_called_eagerly():
   """checkify ran an eager call op by op: 0.24 s for a 784x400 evolve, 1.2 s
   for evolve_events (its loops compiled on every call). Now one cached jit
   per set of static options, which a second call reuses."""
-  compiles = []
-
-  def listen(event, _, **kwargs):
-    if event.endswith("backend_compile_duration"):
-      compiles.append(event)
-
   evolve, events = expstdp.checked(expstdp.evolve), expstdp.checked(expstdp.evolve_events)
   state = expstdp.clip_weights(_state(shape=(7, 3), batch=3), PARAMS)
   for _ in range(2):
     state = state._replace(pre_trace=state.pre_trace + 0.1)
-    compiles.clear()
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
+    with counting_compiles() as compiles:
       err, out = evolve(state, PARAMS, with_d_weights=False)
       err_events, _ = events(state, PARAMS, max_pre=4, max_post=4)
-    finally:
-      jax.monitoring.unregister_event_duration_listener(listen)
   assert not compiles
   assert err.get() is None and err_events.get() is None
   np.testing.assert_array_equal(out.weights, jax.jit(expstdp.evolve)(state, PARAMS).weights)

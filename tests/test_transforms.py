@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import expstdp
-from conftest import random_activity, run_with_xla_flags
+from conftest import counting_compiles, random_activity, run_with_xla_flags
 
 N, M, B = 6, 5, 2
 PARAMS = expstdp.ExpSTDPParams(A_plus=0.9, A_minus=0.6, exp_beta=1.3, pretrace_target=0.2,
@@ -31,12 +31,6 @@ def test_eager_calls_run_as_one_compiled_program():
   closures each time: 0.7-1 s a call at 784 x 6400). Now each function
   compiles once per shape, not again for new values, and gives the bits of
   jax.jit of itself."""
-  compiles = []
-
-  def listen(event, _, **kwargs):
-    if event.endswith("backend_compile_duration"):
-      compiles.append(event)
-
   # A shape no other test uses: nothing compiled for it yet. Everything comes
   # from the state: under jax.jit, XLA would fold constants (in its own
   # arithmetic, which can round differently).
@@ -54,8 +48,7 @@ def test_eager_calls_run_as_one_compiled_program():
       "traces.update": lambda s, p: expstdp.traces.update(  # an op-by-op update: 0.8 ms
           s.pre_trace, s.pre_spike, dt=1.0, tau_tr=20.0, a_delta=p.A_plus),
   }
-  jax.monitoring.register_event_duration_secs_listener(listen)
-  try:
+  with counting_compiles() as compiles:
     state = expstdp.clip_weights(state, PARAMS)._replace(
         **{name: jnp.asarray(x) for name, x in act.items()})
     for name, call in calls.items():
@@ -67,8 +60,6 @@ def test_eager_calls_run_as_one_compiled_program():
       got = call(state, params)
       assert not compiles, name
       chex.assert_trees_all_equal(got, jax.jit(call)(state, params), custom_message=name)
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listen)
 
 
 def test_jit_equals_eager():

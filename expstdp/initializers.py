@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from expstdp.validation import concrete_value, is_real
+from expstdp.validation import check_real, concrete_value
 
 
 def _modify(w, key, *, amin=None, amax=None, lower_triangle=False, upper_triangle=False,
@@ -83,13 +83,8 @@ def _check_modifiers(modifiers):
 
 
 def _check_numbers(**values):
-  """Concrete values must be real and finite; traced ones are not known yet."""
   for name, x in values.items():
-    if not is_real(x):
-      raise TypeError(f"{name} must be a real number, got {x!r}.")
-    v = concrete_value(x)
-    if v is not None and not np.all(np.isfinite(v)):
-      raise ValueError(f"{name} must be finite, got {x!r}.")
+    check_real(name, x)
 
 
 def _check_order(low_name, low, high_name, high):

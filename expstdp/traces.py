@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from expstdp.eager import compiled
-from expstdp.validation import check_array, concrete_value, is_real
+from expstdp.validation import check_array, check_real, concrete_value
 
 
 def _decay_kind(decay_type: str) -> str:
@@ -33,9 +33,7 @@ def _check_numbers(shape, **values):
   """Real, finite where concrete, and broadcastable to the trace's shape
   without widening it (a NaN gamma_tr or a string a_delta was taken)."""
   for name, x in values.items():
-    if not is_real(x):
-      raise TypeError(f"{name} must be a real number (or an array broadcastable to the trace's "
-                      f"shape {shape}), got {x!r}.")
+    check_real(name, x, f"a real number (or an array broadcastable to the trace's shape {shape})")
     try:
       fits = np.broadcast_shapes(np.shape(x), shape) == shape
     except ValueError:
@@ -43,9 +41,6 @@ def _check_numbers(shape, **values):
     if not fits:
       raise ValueError(f"{name} must be a number or an array broadcastable to the trace's shape "
                        f"{shape}, got shape {np.shape(x)}.")
-    value = concrete_value(x)
-    if value is not None and not np.isfinite(value).all():
-      raise ValueError(f"{name} must be finite, got {x!r}.")
 
 
 def update(trace: jax.Array, spikes: jax.Array, *, dt, tau_tr, a_delta=0.0, P_scale=1.0,

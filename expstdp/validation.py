@@ -172,6 +172,15 @@ def is_real(value) -> bool:
   return jnp.issubdtype(kind, jnp.number) and not jnp.issubdtype(kind, jnp.complexfloating)
 
 
+def check_real(name: str, x, expected: str = "a real number") -> None:
+  """Raises unless `x` is a real number or array, finite where concrete."""
+  if not is_real(x):
+    raise TypeError(f"{name} must be {expected}, got {x!r}.")
+  value = concrete_value(x)
+  if value is not None and not np.isfinite(value).all():
+    raise ValueError(f"{name} must be finite, got {x!r}.")
+
+
 def validate_params(params: ExpSTDPParams, dtype=jnp.float32) -> None:
   """Checks that every hyperparameter is a scalar and, where its value is
   concrete, that the rule is well defined: every value finite, A_minus >= 0,

@@ -10,7 +10,8 @@ batch of 4, XLA's defaults against expstdp.jitted; event-driven evolve at 784 x 
 (and over capacity, where it runs its dense fallback) and its scaling
 with synapse count and spike rate; a whole synapse step in lax.scan against
 ngclearn 3.1.1 itself (where installed) and the transcription; 256 vmapped
-populations against a loop of jitted calls; peak memory of a donated evolve.
+populations against a loop of jitted calls; peak memory of a donated evolve;
+an eager call against the same call op by op.
 """
 
 import argparse
@@ -121,6 +122,25 @@ def batched(n_pre, n_post, batch, reps, rng):
   }, rounds=reps, calls=5)
   return rows_for(res, f"dense evolve, batch {batch}, no d_weights", shape, batch,
                   n_pre * n_post, reference="jax.jit(evolve), donated, XLA defaults")
+
+
+def eager(shape, reps, rng):
+  """A dense evolve called from Python without a jit of one's own: as one
+  cached compiled program (what expstdp does), against op by op (what it did
+  before, and does under `jax.disable_jit`) and the donating entry point."""
+  state = new_state(shape, 1, rng, 0.05)
+
+  def op_by_op():
+    with jax.disable_jit():
+      return expstdp.evolve(state, PARAMS)
+
+  res = measure({"op by op (jax.disable_jit)": op_by_op,
+                 "expstdp.evolve, called eagerly": lambda: expstdp.evolve(state, PARAMS),
+                 "expstdp.jitted.evolve": stateful(lambda s: expstdp.jitted.evolve(s, PARAMS),
+                                                   jax.tree.map(jnp.copy, state))},
+                rounds=reps, calls=10)
+  return rows_for(res, "eager calls, evolve", shape, 1, shape[0] * shape[1],
+                  reference="op by op (jax.disable_jit)")
 
 
 def capacity(n, rate):
@@ -495,6 +515,8 @@ def main():
   dense_rows, ceiling = dense(1024 if q else 4096, reps, rng)
   rows += dense_rows
   rows += batched(784, 1600 if q else 6400, 4, reps, rng)
+  for shape in ((4, 3), (784, 100)):
+    rows += eager(shape, reps, rng)
   print("event-driven evolve ...", flush=True)
   rows += events(784, 1600 if q else 6400, 0.02, reps, rng, over_capacity=True)
   rows += forward_events(784, 1600 if q else 6400, 0.02, reps, rng)

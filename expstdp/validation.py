@@ -188,6 +188,9 @@ def validate_params(params: ExpSTDPParams, dtype=jnp.float32) -> None:
   and |exp_beta| * w_bound <= max_exponent(dtype) (the weights' dtype)."""
   if not isinstance(params, ExpSTDPParams):
     raise TypeError(f"params must be an expstdp.ExpSTDPParams, got {type(params).__name__}.")
+  if all(type(v) in (float, int) for v in params):  # the common case, once per set of values
+    _check_numbers(tuple(params), jnp.dtype(dtype))
+    return
   for name, value in params._asdict().items():
     if np.ndim(value) != 0:
       raise ValueError(
@@ -197,6 +200,11 @@ def validate_params(params: ExpSTDPParams, dtype=jnp.float32) -> None:
     if not is_real(value):
       raise TypeError(f"params.{name} must be a real number, got {value!r}.")
   check_param_values({name: concrete_value(v) for name, v in params._asdict().items()}, dtype)
+
+
+@functools.lru_cache(maxsize=256)  # raising is not cached: bad values raise every time
+def _check_numbers(values: tuple, dtype) -> None:
+  check_param_values(dict(zip(ExpSTDPParams._fields, values)), dtype)
 
 
 def check_param_values(values: dict, dtype) -> None:

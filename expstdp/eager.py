@@ -2,9 +2,9 @@
 
 Called with nothing traced, the library's functions run as one XLA program
 per function and shape, cached, not op by op: a dense evolve is otherwise
-some thirty separate programs and passes over W (6 ms at 4x3 and 105-158 ms
-at 784x6400 on 2 cores, against 0.45 and 9-10 ms with its checks, compiled),
-with bits of its own. Under a trace (your `jit`, `vmap`, `scan`, `grad`,
+some thirty separate programs and passes over W (5-6 ms at 4x3 and 105-158
+ms at 784x6400 on 2 cores, against 0.2-0.35 and 7-19 ms with its checks,
+compiled), with bits of its own. Under a trace (your `jit`, `vmap`, `scan`, `grad`,
 or `expstdp.checked`) they run inline, and under `jax.disable_jit()` op by
 op.
 """

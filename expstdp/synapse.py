@@ -319,6 +319,8 @@ def _with_activity(state, params, **arrays):
   """Checks state and params and stores the given (non-None) arrays in state."""
   check_state(state)
   validate_params(params, state.weights.dtype)
+  if (eta := concrete_value(state.eta)) is not None and not np.isfinite(eta):
+    raise ValueError(f"state.eta must be finite, got {eta}: evolve would make every weight NaN.")
   given = {name: jnp.asarray(x) for name, x in arrays.items() if x is not None}
   for name, x in given.items():
     check_for_state(name, x, getattr(state, name).shape, state.weights.dtype)

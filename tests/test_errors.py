@@ -1,5 +1,7 @@
 """Bad input fails at trace time with a message naming the argument."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,6 +57,9 @@ def test_inconsistent_state_is_named():
     expstdp.evolve(STATE._replace(weight_mask=jnp.ones((4, 3))), PARAMS)
   with pytest.raises(ValueError, match="state.eta must be a scalar"):
     expstdp.evolve(STATE._replace(eta=jnp.ones((1, 1))), PARAMS)
+  for evolve in (expstdp.evolve, functools.partial(expstdp.evolve_events, max_pre=2, max_post=2)):
+    with pytest.raises(ValueError, match="state.eta must be finite, got nan"):  # was: W all NaN
+      evolve(STATE._replace(eta=jnp.asarray(jnp.nan, jnp.float32)), PARAMS)
   with pytest.raises(TypeError, match="state must be an expstdp.SynapseState"):
     expstdp.reset(tuple(STATE))
   with pytest.raises(TypeError, match="state.weights must be an array, got list"):

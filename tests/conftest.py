@@ -49,4 +49,3 @@ def counting_compiles():
     if unregister is None:  # jax < 0.9 has only the private one
       from jax._src.monitoring import _unregister_event_duration_listener_by_callback as unregister
     unregister(listen)
-

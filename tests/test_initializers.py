@@ -107,4 +107,3 @@ def test_traced_values_are_drawn_with():
   got = draw(0.5, 2.0)
   np.testing.assert_array_equal(got[0], initializers.uniform(0.5, 1.0)(KEY, (3, 4)))
   np.testing.assert_array_equal(got[1], initializers.gaussian(0.0, 2.0)(KEY, (3, 4)))
-

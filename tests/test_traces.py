@@ -104,4 +104,3 @@ def test_values_per_neuron_and_numpy_traces():
   got = traces.update(z, s, dt=1.0, tau_tr=tau, a_delta=1.0)
   np.testing.assert_allclose(got, 0.5 * np.exp(-1.0 / tau) + s, rtol=1e-6)
   assert got.dtype == jnp.asarray(z).dtype
-

@@ -27,7 +27,8 @@ from expstdp import backend
 from expstdp.eager import compiled, traced
 from expstdp.synapse import _outputs as _dense_outputs
 from expstdp.synapse import (_MAX_BROADCAST_ROWS, _apply_dW, _dW, _evolve, _forward_precision,
-                             _scalar, _scale_and_bias, _sum_of_outer_products, _with_activity)
+                             _scalar, _scale_and_bias, _sum_of_outer_products, _with_activity,
+                             check_eta)
 from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.validation import check_state, check_static_bool, validate_params
 
@@ -167,6 +168,7 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
   check_static_bool("with_d_weights", with_d_weights)
   state = _with_activity(state, params, pre_spike=pre_spike, pre_trace=pre_trace,
                          post_spike=post_spike, post_trace=post_trace)
+  check_eta(state)
   n_pre, n_post = state.weights.shape
   static = dict(max_pre=_check_capacity("max_pre", max_pre, n_pre),
                 max_post=_check_capacity("max_post", max_post, n_post),

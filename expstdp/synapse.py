@@ -296,6 +296,7 @@ def evolve(state: SynapseState, params: ExpSTDPParams, *, pre_spike=None, pre_tr
   check_static_bool("with_d_weights", with_d_weights)
   state = _with_activity(state, params, pre_spike=pre_spike, pre_trace=pre_trace,
                          post_spike=post_spike, post_trace=post_trace)
+  check_eta(state)
   return _evolve(state, params, with_d_weights=with_d_weights)
 
 
@@ -319,12 +320,16 @@ def _with_activity(state, params, **arrays):
   """Checks state and params and stores the given (non-None) arrays in state."""
   check_state(state)
   validate_params(params, state.weights.dtype)
-  if (eta := concrete_value(state.eta)) is not None and not np.isfinite(eta):
-    raise ValueError(f"state.eta must be finite, got {eta}: evolve would make every weight NaN.")
   given = {name: jnp.asarray(x) for name, x in arrays.items() if x is not None}
   for name, x in given.items():
     check_for_state(name, x, getattr(state, name).shape, state.weights.dtype)
   return state._replace(**given)
+
+
+def check_eta(state):
+  """Where concrete, state.eta must be finite: a NaN eta makes every weight NaN."""
+  if (eta := concrete_value(state.eta)) is not None and not np.isfinite(eta):
+    raise ValueError(f"state.eta must be finite, got {eta}: evolve would make every weight NaN.")
 
 
 def _apply_dW(params, W, dW, eta, mask):

@@ -27,10 +27,9 @@ from expstdp import backend
 from expstdp.eager import compiled, traced
 from expstdp.synapse import _outputs as _dense_outputs
 from expstdp.synapse import (_MAX_BROADCAST_ROWS, _apply_dW, _dW, _evolve, _forward_precision,
-                             _scalar, _scale_and_bias, _sum_of_outer_products, _with_activity,
-                             check_eta)
+                             _scalar, _scale_and_bias, _sum_of_outer_products, _with_activity)
 from expstdp.types import ExpSTDPParams, SynapseState
-from expstdp.validation import check_state, check_static_bool, validate_params
+from expstdp.validation import check_eta, check_state, check_static_bool, validate_params
 
 
 def clip_weights(state: SynapseState, params: ExpSTDPParams) -> SynapseState:

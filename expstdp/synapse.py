@@ -20,8 +20,8 @@ import numpy as np
 from expstdp import backend, initializers
 from expstdp.eager import compiled
 from expstdp.types import ExpSTDPParams, SynapseState
-from expstdp.validation import (check_activity, check_array, check_for_state, check_state,
-                                 check_static_bool, concrete_value, is_real, validate_params)
+from expstdp.validation import (check_activity, check_array, check_eta, check_for_state,
+                                 check_real, check_state, check_static_bool, validate_params)
 
 # Outer products of at most this many rows (batch 4) are cheaper broadcast
 # inside the elementwise loop than as a GEMM call, whose (N, M) result makes
@@ -84,12 +84,9 @@ def init(
     raise TypeError(f"p_conn must be a number in (0, 1], got {p_conn!r}.")
   if not 0.0 < p_conn <= 1.0:
     raise ValueError(f"p_conn must be a number in (0, 1], got {p_conn!r}.")
-  if not is_real(eta):
-    raise TypeError(f"eta must be a real scalar number, got {eta!r}.")
+  check_real("eta", eta, "a real scalar number")  # a NaN eta would make every weight NaN
   if np.ndim(eta) != 0:
     raise ValueError(f"eta must be a real scalar number, got shape {np.shape(eta)}.")
-  if (value := concrete_value(eta)) is not None and not np.isfinite(value):
-    raise ValueError(f"eta must be finite, got {eta!r}: evolve would make every weight NaN.")
   for name, f in (("weight_init", weight_init), ("bias_init", bias_init)):
     if f is not None and not callable(f):
       raise TypeError(f"{name} must be a function f(key, shape, dtype) -> array (the "
@@ -324,12 +321,6 @@ def _with_activity(state, params, **arrays):
   for name, x in given.items():
     check_for_state(name, x, getattr(state, name).shape, state.weights.dtype)
   return state._replace(**given)
-
-
-def check_eta(state):
-  """Where concrete, state.eta must be finite: a NaN eta makes every weight NaN."""
-  if (eta := concrete_value(state.eta)) is not None and not np.isfinite(eta):
-    raise ValueError(f"state.eta must be finite, got {eta}: evolve would make every weight NaN.")
 
 
 def _apply_dW(params, W, dW, eta, mask):

@@ -181,6 +181,12 @@ def check_real(name: str, x, expected: str = "a real number") -> None:
     raise ValueError(f"{name} must be finite, got {x!r}.")
 
 
+def check_eta(state: SynapseState) -> None:
+  """Where concrete, state.eta must be finite: a NaN eta makes every weight NaN."""
+  if (eta := concrete_value(state.eta)) is not None and not np.isfinite(eta):
+    raise ValueError(f"state.eta must be finite, got {eta}: evolve would make every weight NaN.")
+
+
 def validate_params(params: ExpSTDPParams, dtype=jnp.float32) -> None:
   """Checks that every hyperparameter is a scalar and, where its value is
   concrete, that the rule is well defined: every value finite, A_minus >= 0,

@@ -29,7 +29,8 @@ from expstdp.synapse import _outputs as _dense_outputs
 from expstdp.synapse import (_MAX_BROADCAST_ROWS, _apply_dW, _dW, _evolve, _forward_precision,
                              _scalar, _scale_and_bias, _sum_of_outer_products, _with_activity)
 from expstdp.types import ExpSTDPParams, SynapseState
-from expstdp.validation import check_eta, check_state, check_static_bool, validate_params
+from expstdp.validation import (check_eta, check_state, check_static_bool, dtype_of,
+                                 validate_params)
 
 
 def clip_weights(state: SynapseState, params: ExpSTDPParams) -> SynapseState:
@@ -37,7 +38,7 @@ def clip_weights(state: SynapseState, params: ExpSTDPParams) -> SynapseState:
   any evolve does, and the precondition of `evolve_events`. Call it once on a
   state whose initial weights may lie outside that range."""
   check_state(state)
-  validate_params(params, state.weights.dtype)  # crossed bounds would zero every weight
+  validate_params(params, dtype_of(state.weights))  # crossed bounds would zero every weight
   return state._replace(weights=_clip(params, state.weights, state.weight_mask))
 
 

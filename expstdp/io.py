@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from expstdp.types import ExpSTDPParams, SynapseState
-from expstdp.validation import check_param_values, check_state, validate_params
+from expstdp.validation import check_param_values, check_state, dtype_of, validate_params
 
 FORMAT = "expstdp.synapse"
 VERSION = 1
@@ -125,6 +125,6 @@ def _check_synapse(state, params):
   check_state(SynapseState(*[x[(0,) * len(lead)] for x in state]) if lead else state)
   # The types from one member (they are the same for all), the values from every one.
   validate_params(ExpSTDPParams(*[x[(0,) * len(lead)] if np.ndim(x) else x for x in params]),
-                  state.weights.dtype)
+                  dtype_of(state.weights))
   check_param_values({name: np.asarray(x) for name, x in params._asdict().items()},
-                     state.weights.dtype)
+                     dtype_of(state.weights))

@@ -21,7 +21,8 @@ from expstdp import backend, initializers
 from expstdp.eager import compiled
 from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.validation import (check_activity, check_array, check_eta, check_for_state,
-                                 check_real, check_state, check_static_bool, validate_params)
+                                 check_real, check_state, check_static_bool, dtype_of,
+                                 validate_params)
 
 # Outer products of at most this many rows (batch 4) are cheaper broadcast
 # inside the elementwise loop than as a GEMM call, whose (N, M) result makes
@@ -269,7 +270,7 @@ def compute_dW(params: ExpSTDPParams, weights, pre_spike, pre_trace, post_spike,
   """
   check_activity(weights, pre_spike=pre_spike, pre_trace=pre_trace, post_spike=post_spike,
                  post_trace=post_trace)  # first: the weights' dtype sets the params' limits
-  validate_params(params, weights.dtype)
+  validate_params(params, dtype_of(weights))
   return _dW(params, weights, pre_spike, pre_trace, post_spike, post_trace)
 
 
@@ -316,10 +317,11 @@ def _evolve(state, params, *, with_d_weights):
 def _with_activity(state, params, **arrays):
   """Checks state and params and stores the given (non-None) arrays in state."""
   check_state(state)
-  validate_params(params, state.weights.dtype)
+  dtype = dtype_of(state.weights)
+  validate_params(params, dtype)
   given = {name: jnp.asarray(x) for name, x in arrays.items() if x is not None}
   for name, x in given.items():
-    check_for_state(name, x, getattr(state, name).shape, state.weights.dtype)
+    check_for_state(name, x, np.shape(getattr(state, name)), dtype)
   return state._replace(**given)
 
 

@@ -67,7 +67,7 @@ def update(trace: jax.Array, spikes: jax.Array, *, dt, tau_tr, a_delta=0.0, P_sc
   if not jnp.issubdtype(trace.dtype, jnp.floating):
     raise TypeError(f"trace must be a floating array, got dtype {jnp.dtype(trace.dtype).name}.")
   trace = jnp.asarray(trace)  # a numpy float64 trace is float32 to JAX without x64, as spikes are
-  check_array("spikes", spikes, jnp.shape(trace), trace.dtype, dtype_of="the trace's")
+  check_array("spikes", spikes, jnp.shape(trace), trace.dtype, owner="the trace's")
   if (isinstance(n_nearest_spikes, (bool, np.bool_))
       or not isinstance(n_nearest_spikes, (int, np.integer)) or n_nearest_spikes < 0):
     raise ValueError(f"n_nearest_spikes must be a static int >= 0, got {n_nearest_spikes!r}.")

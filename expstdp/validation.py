@@ -19,20 +19,19 @@ def _dtype_name(dtype) -> str:
   return jnp.dtype(dtype).name
 
 
-def _shape_and_dtype(x):
-  # Read directly from jax arrays and tracers: jnp.result_type takes ~6 us,
-  # and check_state asks for eleven fields on every eager call. (Not numpy's:
-  # without x64 a float64 one is float32 to JAX, as result_type says.)
-  if isinstance(x, jax.Array):
-    return x.shape, x.dtype
-  return np.shape(x), jnp.result_type(x)
+def dtype_of(x):
+  """The dtype JAX gives `x`: not numpy's own, since without x64 a numpy
+  float64 array is float32 to JAX. Read directly from jax arrays and
+  tracers: jnp.result_type takes ~6 us, and check_state asks for eleven
+  fields on every eager call."""
+  return x.dtype if isinstance(x, jax.Array) else jnp.result_type(x)
 
 
-def check_array(name: str, x, shape: tuple, dtype, dtype_of: str = "the weights'") -> None:
+def check_array(name: str, x, shape: tuple, dtype, owner: str = "the weights'") -> None:
   """Raises unless `x` is an array of exactly `shape` and `dtype` (that of
-  `dtype_of`, for the message)."""
+  `owner`, for the message)."""
   try:
-    x_shape, x_dtype = _shape_and_dtype(x)
+    x_shape, x_dtype = np.shape(x), dtype_of(x)
   except TypeError:  # a nested list, say: jax's message would not name the argument
     raise TypeError(f"{name} must be an array of dtype {_dtype_name(dtype)}, got "
                     f"{type(x).__name__}.") from None
@@ -45,7 +44,7 @@ def check_array(name: str, x, shape: tuple, dtype, dtype_of: str = "the weights'
     raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(x_shape)}.")
   if x_dtype != jnp.dtype(dtype):
     raise TypeError(
-        f"{name} must have {dtype_of} dtype {_dtype_name(dtype)}, got "
+        f"{name} must have {owner} dtype {_dtype_name(dtype)}, got "
         f"{_dtype_name(x_dtype)}; cast it explicitly (nothing is promoted silently)."
     )
 
@@ -71,8 +70,8 @@ def check_weights(name: str, weights) -> tuple[int, int]:
             "take one population)." if np.ndim(weights) > 2 else "")
     raise ValueError(f"{name} must be a 2-D (n_pre, n_post) array, got shape "
                      f"{np.shape(weights)}.{hint}")
-  if not jnp.issubdtype(jnp.result_type(weights), jnp.floating):
-    raise TypeError(f"{name} must be floating, got dtype {_dtype_name(jnp.result_type(weights))}.")
+  if not jnp.issubdtype(dtype_of(weights), jnp.floating):
+    raise TypeError(f"{name} must be floating, got dtype {_dtype_name(dtype_of(weights))}.")
   return np.shape(weights)
 
 
@@ -86,7 +85,7 @@ def check_activity(weights, **arrays) -> None:
     if np.ndim(x) != 2:
       raise ValueError(f"{name} must be 2-D (batch, {width}), got shape {np.shape(x)}.")
     batch = np.shape(x)[0] if batch is None else batch
-    check_array(name, x, (batch, width), weights.dtype)
+    check_array(name, x, (batch, width), dtype_of(weights))
 
 
 def check_state(state: SynapseState) -> None:
@@ -98,7 +97,7 @@ def check_state(state: SynapseState) -> None:
       raise TypeError(f"state.{name} must be an array, got {type(x).__name__}.")
   check_not_donated(state)
   n_pre, n_post = check_weights("state.weights", state.weights)
-  dtype = state.weights.dtype
+  dtype = dtype_of(state.weights)
   if np.ndim(state.inputs) != 2:
     raise ValueError(
         f"state.inputs must be 2-D (batch, {n_pre}), got shape {np.shape(state.inputs)}.")

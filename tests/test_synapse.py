@@ -117,6 +117,23 @@ def test_dtype_is_kept_end_to_end(dtype):
           assert leaf.dtype == dtype, name
 
 
+def test_a_numpy_float64_state_is_what_jax_makes_of_it():
+  # Without x64 JAX reads numpy float64 as float32; the checks must too (they
+  # compared numpy's float64 weights with JAX's float32 inputs and refused).
+  state = _state()
+  as_numpy = jax.tree.map(lambda x: np.asarray(x, np.float64 if x.dtype != bool else bool), state)
+  as_jax = jax.tree.map(jnp.asarray, as_numpy)  # float64 only with x64
+  same = lambda a, b: jax.tree.map(np.testing.assert_array_equal, a, b)
+  for fn in (expstdp.evolve, expstdp.forward, expstdp.clip_weights,
+             functools.partial(expstdp.evolve_events, max_pre=6, max_post=5)):
+    fn = functools.partial(fn, params=PARAMS)
+    same(fn(as_numpy), fn(as_jax))
+  same(expstdp.reset(as_numpy), expstdp.reset(as_jax))
+  activity = (as_numpy.pre_spike, as_numpy.pre_trace, as_numpy.post_spike, as_numpy.post_trace)
+  same(expstdp.compute_dW(PARAMS, as_numpy.weights, *activity),
+       expstdp.compute_dW(PARAMS, as_jax.weights, *map(jnp.asarray, activity)))
+
+
 def test_reset_zeroes_activity_and_keeps_weights():
   state = expstdp.evolve(_state(p_conn=0.5), PARAMS)
   out = expstdp.reset(state._replace(eta=jnp.asarray(0.3)))

@@ -21,8 +21,8 @@ from expstdp import backend, initializers
 from expstdp.eager import compiled
 from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.validation import (check_activity, check_array, check_eta, check_for_state,
-                                 check_real, check_state, check_static_bool, dtype_of,
-                                 validate_params)
+                                 check_real, check_state, check_static_bool, concrete_value,
+                                 dtype_of, is_real, validate_params)
 
 # Outer products of at most this many rows (batch 4) are cheaper broadcast
 # inside the elementwise loop than as a GEMM call, whose (N, M) result makes
@@ -60,8 +60,9 @@ def init(
       scalar bias 0 (ngclearn's ExpSTDPSynapse has no bias).
     p_conn: probability in (0, 1] that a connection exists. Absent
       connections are recorded in `weight_mask` and stay 0 through evolve.
-    weight_mask: optional array broadcastable to `shape`; 0 marks an absent
-      connection. Combined with the `p_conn` draw.
+    weight_mask: optional array of bools or real numbers broadcastable to
+      `shape`; 0 marks an absent connection (NaN is refused). Combined with
+      the `p_conn` draw.
     eta: initial global learning rate.
     dtype: floating dtype of the weights and every other array of the state.
   """
@@ -95,7 +96,11 @@ def init(
   shape, dtype = tuple(int(n) for n in shape), jnp.dtype(dtype)
   n_pre, n_post = shape
 
-  _, key_w, key_conn, key_b = jax.random.split(key, 4)
+  try:
+    _, key_w, key_conn, key_b = jax.random.split(key, 4)
+  except (TypeError, ValueError):  # jax's message names neither the argument nor the fix
+    raise TypeError(f"key must be a PRNG key, jax.random.key(seed) or jax.random.PRNGKey(seed), "
+                    f"got {key!r}.") from None
   weight_init = initializers.uniform(0.025, 0.8) if weight_init is None else weight_init
   weights = jnp.asarray(weight_init(key_w, shape, dtype))
   check_array("weight_init(key, shape, dtype)", weights, shape, dtype)
@@ -104,8 +109,17 @@ def init(
   if p_conn < 1.0:
     mask = jax.random.bernoulli(key_conn, p_conn, shape)
   if weight_mask is not None:
+    try:  # (jnp.asarray would parse a string)
+      given = None if isinstance(weight_mask, (str, bytes)) else jnp.asarray(weight_mask)
+    except TypeError:
+      given = None
+    if given is None or not (given.dtype == jnp.bool_ or is_real(given)):
+      raise TypeError(f"weight_mask must be an array of bools or real numbers (0 marks an "
+                      f"absent connection), got {weight_mask!r}.")
+    if (value := concrete_value(given)) is not None and np.isnan(value).any():
+      raise ValueError("weight_mask must not contain NaN (NaN != 0 would count as connected).")
     try:
-      given = jnp.broadcast_to(jnp.asarray(weight_mask) != 0, shape)
+      given = jnp.broadcast_to(given != 0, shape)
     except ValueError:
       raise ValueError(
           f"weight_mask must be broadcastable to {shape}, got shape {np.shape(weight_mask)}."

@@ -127,12 +127,22 @@ def test_traced_hyperparameters_are_not_checked_at_trace_time():
     (dict(shape=(4, 3), bias_init=0.1), TypeError, "bias_init must be a function"),
     (dict(shape=(4, 3), weight_mask=jnp.ones((2, 2))), ValueError,
      "weight_mask must be broadcastable"),
+    (dict(shape=(4, 3), weight_mask=jnp.array([[1.0, jnp.nan, 0.0]])), ValueError,
+     "weight_mask must not contain NaN"),  # was: NaN != 0, connected
+    (dict(shape=(4, 3), weight_mask="0 1"), TypeError,
+     "weight_mask must be an array of bools or real numbers"),
     (dict(shape=(4, 3), weight_init=lambda k, s, d: jnp.ones((3, 4), d)), ValueError,
      r"weight_init.*shape \(4, 3\)"),
 ])
 def test_init_rejects_bad_arguments(kwargs, error, pattern):
   with pytest.raises(error, match=pattern):
     expstdp.init(jax.random.PRNGKey(0), **kwargs)
+
+
+@pytest.mark.parametrize("key", [0, None])
+def test_init_names_a_bad_key(key):
+  with pytest.raises(TypeError, match=f"key must be a PRNG key.*got {key}"):
+    expstdp.init(key, (4, 3))
 
 
 def test_init_names_a_traced_p_conn():

@@ -27,7 +27,7 @@ def _to_numpy(x):
 def save(path, state: SynapseState, params: ExpSTDPParams) -> None:
   """Writes `state` and `params` (one synapse, or a population stacked on
   leading axes) to `path` (numpy appends `.npz` if missing; `load` takes
-  either name). Raises, writing nothing, where `load` would reject them: a
+  either name) or to a binary file object open for writing. Raises, writing nothing, where `load` would reject them: a
   field of the wrong shape or dtype, or a member's invalid hyperparameters."""
   if not isinstance(state, SynapseState) or not isinstance(params, ExpSTDPParams):
     raise TypeError("save(path, state, params) takes an expstdp.SynapseState and ExpSTDPParams.")
@@ -49,17 +49,26 @@ def load(path) -> tuple[SynapseState, ExpSTDPParams]:
   """Reads what `save` wrote; raises ValueError for a foreign, truncated or
   inconsistent file, naming what is wrong, and for a float64 synapse unless
   `jax_enable_x64` is on (JAX would narrow it to float32); OSError, as
-  `open` does, for a path that cannot be read."""
-  path = os.fspath(path)
-  if not os.path.exists(path) and os.path.exists(path + ".npz"):  # as save named it
-    path += ".npz"
-  open(path, "rb").close()
-  if not zipfile.is_zipfile(path):
+  `open` does, for a path that cannot be read. `path` may also be a binary
+  file object open for reading, as `save` takes one."""
+  source = path
+  if hasattr(source, "read"):
+    path = getattr(source, "name", type(source).__name__)  # for the messages
+    start = source.tell()
+  else:
+    source = path = os.fspath(path)
+    if not os.path.exists(path) and os.path.exists(path + ".npz"):  # as save named it
+      source = path = path + ".npz"
+    open(path, "rb").close()
+  is_zip = zipfile.is_zipfile(source)
+  if source is not path:
+    source.seek(start)  # is_zipfile read the end of the file
+  if not is_zip:
     # Not numpy's message: for a file that is no archive it suggests allow_pickle.
     raise ValueError(f"{path} is not a readable expstdp file (truncated or foreign): "
                      "not a .npz (zip) archive.")
   try:
-    with np.load(path, allow_pickle=False) as f:
+    with np.load(source, allow_pickle=False) as f:
       files = {k: f[k] for k in f.files}
   except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
     raise ValueError(f"{path} is not a readable expstdp file (truncated or foreign): {e}") from e

@@ -1,3 +1,4 @@
+import io
 import json
 import zipfile
 
@@ -40,6 +41,20 @@ def test_round_trip(tmp_path, dtype):
   _assert_same(params, jax.tree.map(jnp.asarray, PARAMS))
   with np.load(tmp_path / "syn.npz", allow_pickle=False) as f:  # nothing pickled
     assert "state.weights" in f.files
+
+
+def test_round_trip_through_a_file_object():
+  # save took one (numpy's savez does), load did not.
+  state = expstdp.init(jax.random.PRNGKey(0), (5, 4), eta=0.1)
+  buffer = io.BytesIO(b"header")
+  buffer.seek(0, io.SEEK_END)
+  expstdp.save(buffer, state, PARAMS)
+  buffer.seek(len(b"header"))
+  loaded, params = expstdp.load(buffer)
+  _assert_same(loaded, state)
+  _assert_same(params, jax.tree.map(jnp.asarray, PARAMS))
+  with pytest.raises(ValueError, match="BytesIO is not a readable expstdp file"):
+    expstdp.load(io.BytesIO(buffer.getvalue()[len(b"header"):-100]))
 
 
 def test_round_trip_of_a_population(tmp_path):

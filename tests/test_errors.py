@@ -93,9 +93,12 @@ def test_inconsistent_state_is_named():
     (dict(tau_w=float("inf")), "params.tau_w must be finite"),
 ])
 def test_invalid_hyperparameters_are_rejected(change, pattern):
-  for _ in range(2):  # numbers are checked once per set of values: a failure is not remembered
+  bad = PARAMS._replace(**change)
+  as_arrays = jax.tree.map(jnp.float32, bad)  # as load gives them
+  # Checked once per set of values, numbers or arrays: a failure is not remembered.
+  for params in (bad, bad, as_arrays, as_arrays):
     with pytest.raises(ValueError, match=pattern):
-      expstdp.evolve(STATE, PARAMS._replace(**change))
+      expstdp.evolve(STATE, params)
   with pytest.raises(ValueError, match=pattern):
     expstdp.validate_params(PARAMS._replace(**change))
 

@@ -129,8 +129,9 @@ def test_a_corrupt_record_is_rejected_with_a_value_error(tmp_path):
 def test_every_member_of_a_population_is_checked(tmp_path):
   states = jax.vmap(lambda k: expstdp.init(k, (5, 4)))(jax.random.split(jax.random.PRNGKey(1), 3))
   params = jax.tree.map(lambda x: jnp.full(3, x, jnp.float32), PARAMS)
-  bad = params._replace(A_minus=params.A_minus.at[2].set(-1.0))
-  with pytest.raises(ValueError, match=r"A_minus must be >= 0.*population member \(2,\)"):
+  bad = params._replace(A_minus=params.A_minus.at[2].set(-0.1))
+  with pytest.raises(ValueError, match=r"A_minus must be >= 0.*got A_minus=-0.1 in population "
+                     r"member \(2,\)"):  # was -0.10000000149011612
     expstdp.save(tmp_path / "bad", states, bad)  # save refuses to write it
   with pytest.raises(ValueError, match=r"params.w_bound must be a scalar or have the population "
                      r"shape \(3,\)"):

@@ -24,7 +24,7 @@ def dtype_of(x):
   float64 array is float32 to JAX. Read directly from jax arrays and
   tracers: jnp.result_type takes ~6 us, and check_state asks for eleven
   fields on every eager call."""
-  return x.dtype if isinstance(x, jax.Array) else jnp.result_type(x)
+  return x.dtype if isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) else jnp.result_type(x)
 
 
 def check_array(name: str, x, shape: tuple, dtype, owner: str = "the weights'") -> None:
@@ -92,6 +92,19 @@ def check_state(state: SynapseState) -> None:
   """Checks every field of a SynapseState for shape and dtype."""
   if not isinstance(state, SynapseState):
     raise TypeError(f"state must be an expstdp.SynapseState, got {type(state).__name__}.")
+  if all(isinstance(x, jax.Array) for x in state):  # the common case: ~10 instead of ~35 us
+    check_not_donated(state)
+    _check_layout(tuple((x.shape, x.dtype) for x in state))
+  else:
+    _check_fields(state)
+
+
+@functools.lru_cache(maxsize=256)  # raising is not cached
+def _check_layout(layout: tuple) -> None:
+  _check_fields(SynapseState(*(jax.ShapeDtypeStruct(*field) for field in layout)))
+
+
+def _check_fields(state: SynapseState) -> None:
   for name, x in state._asdict().items():
     if not hasattr(x, "dtype") and not isinstance(x, (int, float)):
       raise TypeError(f"state.{name} must be an array, got {type(x).__name__}.")
@@ -113,10 +126,10 @@ def check_state(state: SynapseState) -> None:
   if np.shape(state.eta) != ():
     raise ValueError(f"state.eta must be a scalar (shape ()), got shape {np.shape(state.eta)}.")
   mask = state.weight_mask
-  if jnp.result_type(mask) != jnp.bool_ or np.shape(mask) not in ((1, 1), (n_pre, n_post)):
+  if dtype_of(mask) != jnp.bool_ or np.shape(mask) not in ((1, 1), (n_pre, n_post)):
     raise ValueError(
         f"state.weight_mask must be a bool array of shape (1, 1) or ({n_pre}, {n_post}), "
-        f"got {_dtype_name(jnp.result_type(mask))} {np.shape(mask)}."
+        f"got {_dtype_name(dtype_of(mask))} {np.shape(mask)}."
     )
 
 

@@ -51,12 +51,15 @@ def test_forward_rejects_bad_inputs():
 
 
 def test_inconsistent_state_is_named():
-  with pytest.raises(ValueError, match=r"state.post_trace must have shape \(2, 3\)"):
-    expstdp.evolve(STATE._replace(post_trace=jnp.ones((1, 3))), PARAMS)
-  with pytest.raises(ValueError, match="state.weight_mask"):
-    expstdp.evolve(STATE._replace(weight_mask=jnp.ones((4, 3))), PARAMS)
-  with pytest.raises(ValueError, match="state.eta must be a scalar"):
-    expstdp.evolve(STATE._replace(eta=jnp.ones((1, 1))), PARAMS)
+  # Jax arrays, whose layout is checked once per layout (a failure is not
+  # remembered), and numpy ones, checked field by field.
+  for as_array in (jnp.asarray, jnp.asarray, np.asarray):
+    with pytest.raises(ValueError, match=r"state.post_trace must have shape \(2, 3\)"):
+      expstdp.evolve(STATE._replace(post_trace=as_array(jnp.ones((1, 3)))), PARAMS)
+    with pytest.raises(ValueError, match="state.weight_mask"):
+      expstdp.evolve(STATE._replace(weight_mask=as_array(jnp.ones((4, 3)))), PARAMS)
+    with pytest.raises(ValueError, match="state.eta must be a scalar"):
+      expstdp.evolve(STATE._replace(eta=as_array(jnp.ones((1, 1)))), PARAMS)
   for evolve in (expstdp.evolve, functools.partial(expstdp.evolve_events, max_pre=2, max_post=2)):
     with pytest.raises(ValueError, match="state.eta must be finite, got nan"):  # was: W all NaN
       evolve(STATE._replace(eta=jnp.asarray(jnp.nan, jnp.float32)), PARAMS)

@@ -106,6 +106,16 @@ def test_invalid_hyperparameters_are_rejected(change, pattern):
     expstdp.validate_params(PARAMS._replace(**change))
 
 
+def test_params_valid_for_one_dtype_are_checked_again_for_another():
+  # Values, and params of jax arrays by identity, are remembered per dtype.
+  for params in (PARAMS._replace(exp_beta=10.0),
+                 jax.tree.map(jnp.float32, PARAMS._replace(exp_beta=10.0))):
+    for _ in range(2):
+      expstdp.validate_params(params, jnp.float32)
+      with pytest.raises(ValueError, match="must be <= 8 for float16 weights"):
+        expstdp.validate_params(params, jnp.float16)
+
+
 def test_traced_hyperparameters_are_not_checked_at_trace_time():
   """Under jit values are unknown: expstdp.checked covers them (test_nonfinite)."""
   out = EVOLVE_JIT(STATE, PARAMS._replace(A_minus=-0.1))

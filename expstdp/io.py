@@ -27,8 +27,9 @@ def _to_numpy(x):
 def save(path, state: SynapseState, params: ExpSTDPParams) -> None:
   """Writes `state` and `params` (one synapse, or a population stacked on
   leading axes) to `path` (numpy appends `.npz` if missing; `load` takes
-  either name) or to a binary file object open for writing. Raises, writing nothing, where `load` would reject them: a
-  field of the wrong shape or dtype, or a member's invalid hyperparameters."""
+  either name) or to a binary file object open for writing. Raises, writing
+  nothing, where `load` would reject them: a field of the wrong shape or
+  dtype, or a member's invalid hyperparameters."""
   if not isinstance(state, SynapseState) or not isinstance(params, ExpSTDPParams):
     raise TypeError("save(path, state, params) takes an expstdp.SynapseState and ExpSTDPParams.")
   _check_synapse(state, params)  # never write a file that load would reject

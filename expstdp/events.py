@@ -14,7 +14,8 @@ these functions compute densely (the same results): a GPU runs each trip of a
 loop with a traced trip count as separate kernels plus a copy of the loop
 condition to the host, some microseconds a trip, which for ~100 active
 neurons costs more than a dense evolve of millions of weights there. So they
-do for arrays sharded over an Explicit mesh axis.
+do for arrays sharded over an Explicit mesh axis, and for arrays of a
+symbolic size (`jax.export` with a symbolic batch size).
 """
 
 import functools
@@ -197,7 +198,7 @@ def _weights_in_range(state: SynapseState, params: ExpSTDPParams) -> jax.Array:
 
 
 def _evolve_events_or_dense(state, params, *, max_pre, max_post, with_d_weights):
-  if _sharded_explicitly(state):
+  if _dense_only(state):
     return _evolve(state, params, with_d_weights=with_d_weights)
   loops = functools.partial(_evolve_events, max_pre=max_pre, max_post=max_post,
                             with_d_weights=with_d_weights)
@@ -217,12 +218,13 @@ def _evolve_events_eagerly(state, params, **static):
   return _evolve_events_or_dense(state, params, **static), _weights_in_range(state, params)
 
 
-def _sharded_explicitly(tree) -> bool:
-  """Whether an array is sharded over an Explicit mesh axis. jax cannot slice
-  such arrays at a traced offset (a ShardingTypeError), and one device's
-  loop over another's rows would be no gain: the dense computation runs."""
-  return any(axis is not None for x in jax.tree.leaves(tree)
-             for axis in jax.typeof(x).sharding.spec)
+def _dense_only(tree) -> bool:
+  """Whether the loops cannot run here, so the dense computation does: an
+  array sharded over an Explicit mesh axis (jax cannot slice it at a traced
+  offset, and one device's loop over another's rows would be no gain), or
+  one with a symbolic size (`jax.export`: the loops' sizes depend on it)."""
+  return any(not isinstance(n, int) for x in jax.tree.leaves(tree) for n in jnp.shape(x)) or any(
+      axis is not None for x in jax.tree.leaves(tree) for axis in jax.typeof(x).sharding.spec)
 
 
 def _loops_on_cpu(loops, dense):
@@ -361,7 +363,7 @@ def forward_events(state: SynapseState, params: ExpSTDPParams, inputs=None, *,
 
 @compiled(static_argnames="max_active")
 def _outputs(state, params, *, max_active):
-  if _sharded_explicitly(state):  # forward's matmul, told its output sharding
+  if _dense_only(state):  # forward's matmul (told its output sharding, if sharded)
     return _dense_outputs(params, state.weights, state.inputs, state.biases)
   return _scale_and_bias(params, _sparse_matmul(state.inputs, state.weights, max_active),
                          state.biases)

@@ -276,3 +276,29 @@ def test_jitted_entry_points_run_the_plain_functions_under_transforms():
   for name, case in cases.items():
     chex.assert_trees_all_equal(case(expstdp.jitted), case(expstdp), custom_message=name)
     assert not state.weights.is_deleted() and not stacked.weights.is_deleted(), name
+
+
+def test_export_with_a_symbolic_batch_size():
+  """jax.export with the batch size left symbolic: one exported program for
+  every batch size. The event-driven functions compute densely there (the
+  sizes of their loops depend on it); they failed to export, as did evolve."""
+  params = jax.tree.map(jnp.float32, PARAMS._replace(tau_w=0.0))  # else events run dense anyway
+
+  def state(batch):
+    s = expstdp.init(jax.random.PRNGKey(0), (N, M), batch_size=batch, eta=0.1, p_conn=0.8)
+    act = random_activity(np.random.default_rng(batch), batch, N, M)
+    return expstdp.clip_weights(s._replace(**{k: jnp.asarray(v) for k, v in act.items()}), params)
+
+  batch, = jax.export.symbolic_shape("b")
+  spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state(1))
+  batched = ("inputs", "outputs", "pre_spike", "post_spike", "pre_trace", "post_trace")
+  spec = spec._replace(**{name: jax.ShapeDtypeStruct((batch, getattr(spec, name).shape[1]),
+                                                     jnp.float32) for name in batched})
+  for fn in (expstdp.forward, expstdp.evolve, expstdp.clip_weights,
+             lambda s, p: expstdp.reset(s),
+             lambda s, p: expstdp.forward_events(s, p, max_active=N),
+             lambda s, p: expstdp.evolve_events(s, p, max_pre=N, max_post=M)):
+    exported = jax.export.export(jax.jit(fn))(spec, params)
+    for size in (1, 3, 9):
+      chex.assert_trees_all_close(exported.call(state(size), params),
+                                  jax.jit(fn)(state(size), params), atol=1e-6)

@@ -15,7 +15,7 @@ loop with a traced trip count as separate kernels plus a copy of the loop
 condition to the host, some microseconds a trip, which for ~100 active
 neurons costs more than a dense evolve of millions of weights there. So they
 do for arrays sharded over an Explicit mesh axis, and for arrays of a
-symbolic size (`jax.export` with a symbolic batch size).
+symbolic size (`jax.export` with symbolic shapes).
 """
 
 import functools
@@ -125,7 +125,7 @@ def _rows_in_pieces(count, n_post, piece, body, carry):
 def _check_capacity(name, value, limit):
   if not isinstance(value, (int, np.integer)) or not 1 <= value:
     raise ValueError(f"{name} must be a positive int (a static capacity), got {value!r}.")
-  return min(int(value), limit)
+  return min(int(value), limit) if isinstance(limit, int) else int(value)  # symbolic: runs dense
 
 
 def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, max_post: int,

@@ -224,7 +224,7 @@ def _explicit_outputs_sharding(inputs, weights):
 def _sum_of_outer_products(a: jax.Array, b: jax.Array) -> jax.Array:
   """sum_k a[k, :, None] * b[k, None, :], i.e. a.T @ b, for a (K, N), b (K, M)."""
   if isinstance(a.shape[0], int) and a.shape[0] <= _MAX_BROADCAST_ROWS:  # not a symbolic batch
-    if a.shape[0] > 2 and min(a.shape[1], b.shape[1]) > 1:
+    if a.shape[0] > 2 and 1 not in (a.shape[1], b.shape[1]):  # (== decides symbolic sizes)
       # b's rows vary along the vectorised inner loop. With two or more
       # batch elements (more than two rows: _dW's product has two per
       # element), XLA:CPU fused their slicing (from a scan's per-step slice

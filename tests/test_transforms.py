@@ -278,27 +278,38 @@ def test_jitted_entry_points_run_the_plain_functions_under_transforms():
     assert not state.weights.is_deleted() and not stacked.weights.is_deleted(), name
 
 
-def test_export_with_a_symbolic_batch_size():
-  """jax.export with the batch size left symbolic: one exported program for
-  every batch size. The event-driven functions compute densely there (the
-  sizes of their loops depend on it); they failed to export, as did evolve."""
+@pytest.mark.parametrize("symbolic, sizes", [
+    ("b", [(N, M, 1), (N, M, 3), (N, M, 9)]),
+    ("n, m, b", [(N, M, 1), (3, 7, 9)]),
+    ("n, m", [(N, M, B), (1, 4, B)]),  # B = 2: broadcast outer products
+])
+def test_export_with_symbolic_sizes(symbolic, sizes):
+  """jax.export with sizes left symbolic: one exported program for every
+  size. The event-driven functions compute densely there (the sizes of their
+  loops depend on them); they failed to export, as did evolve."""
   params = jax.tree.map(jnp.float32, PARAMS._replace(tau_w=0.0))  # else events run dense anyway
 
-  def state(batch):
-    s = expstdp.init(jax.random.PRNGKey(0), (N, M), batch_size=batch, eta=0.1, p_conn=0.8)
-    act = random_activity(np.random.default_rng(batch), batch, N, M)
+  def state(n_pre, n_post, batch):
+    s = expstdp.init(jax.random.PRNGKey(0), (n_pre, n_post), batch_size=batch, eta=0.1,
+                     p_conn=0.8)
+    act = random_activity(np.random.default_rng(batch), batch, n_pre, n_post)
     return expstdp.clip_weights(s._replace(**{k: jnp.asarray(v) for k, v in act.items()}), params)
 
-  batch, = jax.export.symbolic_shape("b")
-  spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state(1))
-  batched = ("inputs", "outputs", "pre_spike", "post_spike", "pre_trace", "post_trace")
-  spec = spec._replace(**{name: jax.ShapeDtypeStruct((batch, getattr(spec, name).shape[1]),
-                                                     jnp.float32) for name in batched})
+  dims = dict(zip(symbolic.split(", "), jax.export.symbolic_shape(symbolic)))
+  n_pre, n_post, batch = (dims.get(name, size) for name, size in zip("nmb", (N, M, B)))
+  spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state(N, M, B))
+  spec = spec._replace(**{
+      name: jax.ShapeDtypeStruct(shape, getattr(spec, name).dtype) for name, shape in (
+          ("weights", (n_pre, n_post)), ("d_weights", (n_pre, n_post)),
+          ("weight_mask", (n_pre, n_post)), ("inputs", (batch, n_pre)),
+          ("pre_spike", (batch, n_pre)), ("pre_trace", (batch, n_pre)),
+          ("outputs", (batch, n_post)), ("post_spike", (batch, n_post)),
+          ("post_trace", (batch, n_post)))})
   for fn in (expstdp.forward, expstdp.evolve, expstdp.clip_weights,
              lambda s, p: expstdp.reset(s),
-             lambda s, p: expstdp.forward_events(s, p, max_active=N),
-             lambda s, p: expstdp.evolve_events(s, p, max_pre=N, max_post=M)):
+             lambda s, p: expstdp.forward_events(s, p, max_active=4),
+             lambda s, p: expstdp.evolve_events(s, p, max_pre=4, max_post=4)):
     exported = jax.export.export(jax.jit(fn))(spec, params)
-    for size in (1, 3, 9):
-      chex.assert_trees_all_close(exported.call(state(size), params),
-                                  jax.jit(fn)(state(size), params), atol=1e-6)
+    for size in sizes:
+      chex.assert_trees_all_close(exported.call(state(*size), params),
+                                  jax.jit(fn)(state(*size), params), atol=1e-6)

@@ -35,7 +35,7 @@ def _check_numbers(shape, **values):
   for name, x in values.items():
     check_real(name, x, f"a real number (or an array broadcastable to the trace's shape {shape})")
     try:
-      fits = np.broadcast_shapes(np.shape(x), shape) == shape
+      fits = jnp.broadcast_shapes(np.shape(x), shape) == tuple(shape)  # jnp: symbolic sizes too
     except ValueError:
       fits = False
     if not fits:

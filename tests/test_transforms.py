@@ -313,3 +313,15 @@ def test_export_with_symbolic_sizes(symbolic, sizes):
     for size in sizes:
       chex.assert_trees_all_close(exported.call(state(*size), params),
                                   jax.jit(fn)(state(*size), params), atol=1e-6)
+
+
+def test_traces_export_with_symbolic_sizes():
+  # The broadcast check of tau_tr and the others failed on symbolic sizes.
+  spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape("b, n"), jnp.float32)
+  update = jax.jit(lambda t, s: expstdp.traces.update(t, s, dt=1.0, tau_tr=10.0, a_delta=0.5))
+  exported = jax.export.export(update)(spec, spec)
+  rng = np.random.default_rng(0)
+  for shape in ((1, 3), (4, 7)):
+    trace = jnp.asarray(rng.uniform(size=shape), jnp.float32)
+    spikes = jnp.asarray(rng.uniform(size=shape) < 0.5, jnp.float32)
+    np.testing.assert_array_equal(exported.call(trace, spikes), update(trace, spikes))

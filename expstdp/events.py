@@ -74,8 +74,8 @@ def _compact(active: jax.Array, size: int):
       count = count + active[i].astype(jnp.int32)
     return index, count
 
-  scratch = jnp.zeros((size + 1,), jnp.int32)
-  index, count = jax.lax.fori_loop(0, active.shape[0] // k, visit, (scratch, jnp.int32(0)))
+  carry = _varying((jnp.zeros((size + 1,), jnp.int32), jnp.int32(0)), active)
+  index, count = jax.lax.fori_loop(0, active.shape[0] // k, visit, carry)
   return index[:size], count
 
 
@@ -136,7 +136,9 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
 
   Returns the same state as `evolve` (weights to rounding, d_weights equal
   to a compiled evolve's; with a batch and rows of 4096 or more, only under
-  `jitted.compiler_options`) provided that every weight already lies in
+  `jitted.compiler_options`; with a batch over 4, to rounding, as dW's sum
+  over the batch is then a matrix product, whose order of summation XLA
+  picks by shape) provided that every weight already lies in
   [w_eps, w_bound - w_eps] or is masked to 0 (true after any evolve;
   `clip_weights` makes it true) and that spikes and traces are finite.
   Weights outside the active rows and columns are neither read nor written.
@@ -227,6 +229,32 @@ def _dense_only(tree) -> bool:
       axis is not None for x in jax.tree.leaves(tree) for axis in jax.typeof(x).sharding.spec)
 
 
+def _varying(tree, *like):
+  """`tree` cast to vary over every manual mesh axis that some leaf of
+  `like` varies over (inside `shard_map`), as a loop's carry or a cond's
+  operands must to take the values that depend on `like`; `tree` itself
+  elsewhere."""
+  axes = frozenset().union(*map(_varying_axes, jax.tree.leaves(like)))
+
+  def cast(x):
+    missing = tuple(sorted(axes - _varying_axes(x)))
+    if not missing:
+      return x
+    if hasattr(jax.lax, "pcast"):
+      return jax.lax.pcast(x, missing, to="varying")
+    return jax.lax.pvary(x, missing)  # jax < 0.9: pcast's predecessor
+
+  return jax.tree.map(cast, tree)
+
+
+def _varying_axes(x) -> frozenset:
+  """The manual mesh axes over which `x` varies (empty outside shard_map)."""
+  aval = jax.typeof(x)
+  if hasattr(aval, "manual_axis_type"):
+    return frozenset(aval.manual_axis_type.varying)
+  return frozenset(getattr(aval, "vma", ()))  # jax < 0.9
+
+
 def _loops_on_cpu(loops, dense):
   """A function that runs `loops` on CPU and `dense` (the same results) on
   other backends, under vmap and for derivatives."""
@@ -276,6 +304,7 @@ def _evolve_events(state, params, *, max_pre, max_post, with_d_weights):
   W, mask, eta = state.weights, state.weight_mask, state.eta
   batch = state.pre_spike.shape[0]
   D = jnp.zeros_like(W) if with_d_weights else None
+  W, D = _varying((W, D), state, params)
   full_mask = mask.shape != (1, 1)
 
   # The dense fallback. A lax.cond, not a loop of one trip or none: jax
@@ -399,7 +428,8 @@ def _rows_or_matmul(x, W, *, max_active):
     return jax.lax.dynamic_update_slice_in_dim(total, part, start, axis=1)
 
   def rows_only(x, W):
-    total = _rows_in_pieces(count, n_post, piece, add_row, jnp.zeros((batch, n_post), acc))
+    total = _rows_in_pieces(count, n_post, piece, add_row,
+                            _varying(jnp.zeros((batch, n_post), acc), x, W))
     return total.astype(W.dtype)
 
   return jax.lax.cond(count <= max_active, rows_only, _matmul, x, W)

@@ -48,17 +48,22 @@ def _case(seed, batch, rate, p_conn):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**31), batch=st.sampled_from([1, 3]), rate=st.sampled_from([0.0, 0.05, 0.2, 1.0]),
+@given(seed=st.integers(0, 2**31), batch=st.sampled_from([1, 3, 6]), rate=st.sampled_from([0.0, 0.05, 0.2, 1.0]),
        p_conn=st.sampled_from([1.0, 0.6]), tau_w=st.sampled_from([0.0, 10.0]),
        capacity=st.sampled_from([1, 4, 64]))
 def test_evolve_events_equals_evolve(seed, batch, rate, p_conn, tau_w, capacity):
-  """Also when the capacity overflows (dense fallback) and with tau_w > 0."""
+  """Also when the capacity overflows (dense fallback) and with tau_w > 0.
+  d_weights bit for bit up to batch 4; beyond, dW's sum over the batch is a
+  matrix product, whose order of summation XLA:CPU picks by shape."""
   state, act = _case(seed, batch, rate, p_conn)
   params = PARAMS._replace(tau_w=tau_w)
   expected = dense_evolve(state, params, **act)
   got = event_evolve(state, params, max_pre=capacity, max_post=capacity, **act)
   np.testing.assert_allclose(got.weights, expected.weights, rtol=0, atol=1e-6)
-  np.testing.assert_array_equal(got.d_weights, expected.d_weights)
+  if batch <= 4:
+    np.testing.assert_array_equal(got.d_weights, expected.d_weights)
+  else:
+    np.testing.assert_allclose(got.d_weights, expected.d_weights, rtol=2e-6, atol=2e-6)
   np.testing.assert_array_equal(got.pre_spike, act["pre_spike"])
   without = event_evolve(state, params, max_pre=capacity, max_post=capacity, with_d_weights=False, **act)
   np.testing.assert_array_equal(without.weights, got.weights)

@@ -129,6 +129,32 @@ def test_event_driven_functions_on_a_sharded_synapse(axis_type):
       _assert_shardings(got, shardings)
 
 
+@pytest.mark.parametrize("batch", [1, 2, 5])  # rows in pieces, whole rows, LTD by matmul
+@pytest.mark.parametrize("axis", ["pre_axis", "post_axis"])
+def test_event_driven_functions_inside_shard_map(axis, batch):
+  """Inside shard_map each device runs the event loops over its own block of
+  W. Their carries started replicated and became device-varying, which jax
+  refused ("carry input and carry output must have equal types")."""
+  mesh = jax.make_mesh((8,), ("x",), axis_types=(AxisType.Explicit,))
+  state = expstdp.init(jax.random.PRNGKey(0), (N, M), batch_size=batch, eta=0.5, p_conn=0.7)
+  state = expstdp.clip_weights(state._replace(**_activity(np.random.default_rng(2), batch)),
+                               PARAMS._replace(tau_w=0.0))
+  shardings = expstdp.sharding.synapse(mesh, state, **{axis: "x"})
+  specs = jax.tree.map(lambda sharding: sharding.spec, shardings)
+  per_device = lambda fn: jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(specs,), out_specs=specs))
+  events = per_device(lambda s: expstdp.evolve_events(s, PARAMS, max_pre=N, max_post=M))
+  dense = per_device(lambda s: expstdp.evolve(s, PARAMS))
+  sharded = jax.device_put(state, shardings)
+  got = events(sharded)
+  _close(got, jax.jit(expstdp.evolve)(state, PARAMS))
+  if batch <= 4:  # beyond, dW's batch sum is a matrix product, summed in an order of XLA's
+    np.testing.assert_array_equal(got.d_weights, dense(sharded).d_weights)
+  _assert_shardings(got, shardings)
+  if axis == "post_axis":  # forward needs no sum across devices
+    forward = per_device(lambda s: expstdp.forward_events(s, PARAMS, max_active=N))
+    _close(forward(sharded).outputs, jax.jit(expstdp.forward)(state, PARAMS).outputs)
+
+
 def test_population_parallel(axis_type):
   mesh = jax.make_mesh((8,), ("pop",), axis_types=(axis_type,))
   pops = 16

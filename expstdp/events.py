@@ -225,8 +225,9 @@ def _dense_only(tree) -> bool:
   array sharded over an Explicit mesh axis (jax cannot slice it at a traced
   offset, and one device's loop over another's rows would be no gain), or
   one with a symbolic size (`jax.export`: the loops' sizes depend on it)."""
-  return any(not isinstance(n, int) for x in jax.tree.leaves(tree) for n in jnp.shape(x)) or any(
-      axis is not None for x in jax.tree.leaves(tree) for axis in jax.typeof(x).sharding.spec)
+  leaves = jax.tree.leaves(tree)
+  symbolic = any(not isinstance(n, int) for x in leaves for n in jnp.shape(x))
+  return symbolic or any(axis is not None for x in leaves for axis in jax.typeof(x).sharding.spec)
 
 
 def _varying(tree, *like):

@@ -99,8 +99,9 @@ def init(
   try:
     _, key_w, key_conn, key_b = jax.random.split(key, 4)
   except (TypeError, ValueError):  # jax's message names neither the argument nor the fix
-    raise TypeError(f"key must be a PRNG key, jax.random.key(seed) or jax.random.PRNGKey(seed), "
-                    f"got {key!r}.") from None
+    got = f"shape {key.shape} and dtype {key.dtype}" if hasattr(key, "shape") else repr(key)
+    raise TypeError(f"key must be one PRNG key, jax.random.key(seed) or jax.random.PRNGKey(seed), "
+                    f"got {got} (for several synapses, jax.vmap init over several keys).") from None
   weight_init = initializers.uniform(0.025, 0.8) if weight_init is None else weight_init
   weights = jnp.asarray(weight_init(key_w, shape, dtype))
   check_array("weight_init(key, shape, dtype)", weights, shape, dtype)

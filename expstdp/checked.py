@@ -51,13 +51,22 @@ def _check_weights_in_range(state: SynapseState, params: ExpSTDPParams) -> None:
                  "for evolve_events; call expstdp.clip_weights(state, params) once")
 
 
+_DATA = (jax.Array, np.ndarray, float, complex, np.floating, np.complexfloating)
+
+
 def _is_data(x) -> bool:
-  """Floating arrays or numbers, also in pytrees (a state, params): what a
-  compiled checked call takes as traced values."""
+  """Arrays or floating numbers, also in pytrees: what a compiled checked
+  call takes as traced values. In a state or params, ints are values too
+  (`A_plus=1`: static, every new value would compile again); elsewhere an
+  int is an option (a capacity, a size)."""
   leaves = jax.tree.leaves(x)
+  in_synapse = isinstance(x, (ExpSTDPParams, SynapseState))
   return bool(leaves) and all(
-      isinstance(leaf, (jax.Array, np.ndarray, float, complex, np.floating, np.complexfloating))
-      for leaf in leaves)
+      isinstance(leaf, _DATA) or (in_synapse and _is_int(leaf)) for leaf in leaves)
+
+
+def _is_int(x) -> bool:
+  return isinstance(x, (int, np.integer)) and not isinstance(x, bool)  # a bool is refused there
 
 
 def checked(fn):

@@ -220,6 +220,26 @@ def test_checked_mode_runs_compiled_when_called_eagerly():
   assert "clip_weights" in err.get()
 
 
+def test_checked_mode_compiles_once_for_params_of_python_ints():
+  """`A_plus=1` is a value, not an option: each new int compiled again
+  (0.45-0.6 s a call at 64x32)."""
+  evolve = expstdp.checked(expstdp.evolve)
+  state = _state()
+  ints = expstdp.ExpSTDPParams(A_plus=1, A_minus=0, exp_beta=2, pretrace_target=0)
+  evolve(state, ints)
+  with counting_compiles() as compiles:
+    results = [evolve(state, ints._replace(A_plus=a_plus)) for a_plus in (2, 3)]
+    err, _ = evolve(state, ints._replace(A_minus=-1))
+  assert not compiles
+  assert "params.A_minus must be >= 0, got -1" in err.get()
+  for a_plus, (err, out) in zip((2.0, 3.0), results):
+    assert err.get() is None
+    floats = expstdp.ExpSTDPParams(A_plus=a_plus, A_minus=0.0, exp_beta=2.0, pretrace_target=0.0)
+    np.testing.assert_array_equal(out.weights, jax.jit(expstdp.evolve)(state, floats).weights)
+  with pytest.raises(TypeError, match="params.A_plus must be a real number, got True"):
+    evolve(state, ints._replace(A_plus=True))
+
+
 def test_checked_mode_under_vmap():
   states = jax.tree.map(lambda *x: jnp.stack(x), _state(seed=0), _state(seed=1))
   bad = states._replace(weights=states.weights.at[1, 0, 0].set(jnp.nan))

@@ -468,7 +468,8 @@ def main(argv=None):
   parser.add_argument("--pictures", default="results", help="folder for the PNG pictures")
   parser.add_argument("--save", metavar="PATH",
                       help="save the trained network (PATH.npz + PATH.network.json)")
-  parser.add_argument("--load", metavar="PATH", help="evaluate a saved network, no training")
+  parser.add_argument("--load", metavar="PATH",
+                      help="evaluate a network saved with --save PATH, no training")
   parser.add_argument("--seed", type=int, default=0, help="of the simulation (the splits are fixed)")
   parser.add_argument("--eta-decay", type=float, default=ETA_DECAY,
                       help="factor on the learning rate after every epoch")
@@ -485,6 +486,15 @@ def main(argv=None):
     value = getattr(args, flag)
     if value is not None and value < minimum:
       parser.error(f"--{flag.replace('_', '-')} must be at least {minimum}, got {value}")
+  for flag in ("save", "load"):  # PATH.npz, the file that --save writes, names PATH too
+    if (value := getattr(args, flag)) and value.endswith(".npz"):
+      setattr(args, flag, value[:-len(".npz")])
+  if args.load:
+    missing = [path for path in (args.load + ".npz", args.load + NETWORK_SUFFIX)
+               if not pathlib.Path(path).is_file()]
+    if missing:
+      parser.error(f"--load {args.load}: no {' or '.join(missing)}, which --save "
+                   f"{args.load} writes")
   try:
     from tqdm import tqdm
   except ImportError:

@@ -76,13 +76,20 @@ def test_quick_run_learns_and_a_saved_network_evaluates_the_same(tmp_path, capsy
                                       "k-means (100 clusters) + majority label",
                                       "100 training images, no learning"}
   assert all(pathlib.Path(p).stat().st_size > 0 for p in result["pictures"])
-  loaded = dc.main(["--quick", "--load", str(tmp_path / "net"), "--json", str(tmp_path / "l.json")])
+  # The file's own name, net.npz, names the saved network too.
+  loaded = dc.main(["--quick", "--load", str(tmp_path / "net.npz"), "--json",
+                    str(tmp_path / "l.json")])
   # Same network, same test images, same Poisson draw of the input spikes.
   assert loaded["test_accuracy"] == result["test_accuracy"]
   # Loaded for other images than it learned (MNIST's 784 pixels), it is refused by name.
   with pytest.raises(SystemExit):
     dc.main(["--load", str(tmp_path / "net"), "--mnist", str(_as_mnist(tmp_path / "m", 40, 20))])
   assert "the saved network has 64 inputs, these images 784 pixels" in capsys.readouterr().err
+  # Half a saved network is named, not a traceback.
+  (tmp_path / "net.network.json").unlink()
+  with pytest.raises(SystemExit):
+    dc.main(["--load", str(tmp_path / "net")])
+  assert f"no {tmp_path / 'net.network.json'}, which --save" in capsys.readouterr().err
 
 
 def test_readout_assigns_each_neuron_its_class_and_leaves_silent_ones_out():

@@ -569,6 +569,7 @@ def main(argv=None):
                   jax.random.fold_in(key, 5), steps, side, pathlib.Path(args.pictures),
                   f"{args.neurons}n")
   if args.save:
+    pathlib.Path(args.save).parent.mkdir(parents=True, exist_ok=True)  # as --json's
     expstdp.save(args.save + ".npz", take(nets, 0).synapse, take(stdp, 0))
     pathlib.Path(args.save + NETWORK_SUFFIX).write_text(json.dumps(dict(
         neurons={k: float(v) for k, v in take(neurons, 0)._asdict().items()},

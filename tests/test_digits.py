@@ -66,9 +66,11 @@ def test_idx_reader_rejects_bad_files(tmp_path):
 
 def test_quick_run_learns_and_a_saved_network_evaluates_the_same(tmp_path, capsys):
   # --json PATH.json beside --save PATH: the two must not overwrite each other.
-  out = dc.main(["--quick", "--json", str(tmp_path / "net.json"), "--pictures", str(tmp_path),
-                 "--save", str(tmp_path / "net")])
-  result = json.loads((tmp_path / "net.json").read_text())
+  # --save makes its folder, as --json does.
+  folder = tmp_path / "new"
+  out = dc.main(["--quick", "--json", str(folder / "net.json"), "--pictures", str(tmp_path),
+                 "--save", str(folder / "net")])
+  result = json.loads((folder / "net.json").read_text())
   assert result["test_accuracy"] == out["test_accuracy"]
   assert result["test_accuracy"] > 0.5, "chance is 0.1: the network should have learned"
   assert "validation split" in result["chosen_by"]
@@ -77,19 +79,19 @@ def test_quick_run_learns_and_a_saved_network_evaluates_the_same(tmp_path, capsy
                                       "100 training images, no learning"}
   assert all(pathlib.Path(p).stat().st_size > 0 for p in result["pictures"])
   # The file's own name, net.npz, names the saved network too.
-  loaded = dc.main(["--quick", "--load", str(tmp_path / "net.npz"), "--json",
-                    str(tmp_path / "l.json")])
+  loaded = dc.main(["--quick", "--load", str(folder / "net.npz"), "--json",
+                    str(folder / "l.json")])
   # Same network, same test images, same Poisson draw of the input spikes.
   assert loaded["test_accuracy"] == result["test_accuracy"]
   # Loaded for other images than it learned (MNIST's 784 pixels), it is refused by name.
   with pytest.raises(SystemExit):
-    dc.main(["--load", str(tmp_path / "net"), "--mnist", str(_as_mnist(tmp_path / "m", 40, 20))])
+    dc.main(["--load", str(folder / "net"), "--mnist", str(_as_mnist(tmp_path / "m", 40, 20))])
   assert "the saved network has 64 inputs, these images 784 pixels" in capsys.readouterr().err
   # Half a saved network is named, not a traceback.
-  (tmp_path / "net.network.json").unlink()
+  (folder / "net.network.json").unlink()
   with pytest.raises(SystemExit):
-    dc.main(["--load", str(tmp_path / "net")])
-  assert f"no {tmp_path / 'net.network.json'}, which --save" in capsys.readouterr().err
+    dc.main(["--load", str(folder / "net")])
+  assert f"no {folder / 'net.network.json'}, which --save" in capsys.readouterr().err
 
 
 def test_readout_assigns_each_neuron_its_class_and_leaves_silent_ones_out():

@@ -56,6 +56,7 @@ def init(
     batch_size: B, the leading axis of inputs, spikes and traces.
     weight_init: `f(key, shape, dtype) -> Array`, the `jax.nn.initializers`
       convention; default `initializers.uniform(0.025, 0.8)` as ngclearn.
+      Non-finite values (where connected) are refused, as for `bias_init`.
     bias_init: same convention, called with shape (1, n_post); None gives the
       scalar bias 0 (ngclearn's ExpSTDPSynapse has no bias).
     p_conn: probability in (0, 1] that a connection exists. Absent
@@ -130,12 +131,14 @@ def init(
     mask = jnp.ones((1, 1), bool)
   else:
     weights = jnp.where(mask, weights, jnp.zeros((), dtype))
+  _check_finite("weight_init(key, shape, dtype)", weights)  # where connected
 
   if bias_init is None:
     biases = jnp.zeros((), dtype)
   else:
     biases = jnp.asarray(bias_init(key_b, (1, n_post), dtype))
     check_array("bias_init(key, (1, n_post), dtype)", biases, (1, n_post), dtype)
+    _check_finite("bias_init(key, (1, n_post), dtype)", biases)
 
   # A fresh buffer per field, so that a caller may donate the whole state.
   def pre():
@@ -157,6 +160,14 @@ def init(
       post_trace=post(),
       d_weights=jnp.zeros(shape, dtype),
   )
+
+
+def _check_finite(name, x):
+  """Where concrete. A NaN weight would stay NaN through every evolve (the
+  clip keeps it), and an infinite one would become w_bound - w_eps unseen."""
+  finite = jnp.all(jnp.isfinite(x))
+  if not isinstance(finite, jax.core.Tracer) and not finite:
+    raise ValueError(f"{name} returned non-finite values (NaN or inf).")
 
 
 def _is_int(n) -> bool:

@@ -36,10 +36,9 @@ def check_array(name: str, x, shape: tuple, dtype, owner: str = "the weights'") 
     raise TypeError(f"{name} must be an array of dtype {_dtype_name(dtype)}, got "
                     f"{type(x).__name__}.") from None
   if not jnp.issubdtype(x_dtype, jnp.floating):
-    raise TypeError(
-        f"{name} must be a floating array of dtype {_dtype_name(dtype)} "
-        f"(spikes are 0.0/1.0 floats), got dtype {_dtype_name(x_dtype)}."
-    )
+    hint = " (spikes are 0.0/1.0 floats)" if "spike" in name else ""
+    raise TypeError(f"{name} must be a floating array of dtype {_dtype_name(dtype)}{hint}, got "
+                    f"dtype {_dtype_name(x_dtype)}.")
   if tuple(x_shape) != tuple(shape):
     raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(x_shape)}.")
   if x_dtype != jnp.dtype(dtype):

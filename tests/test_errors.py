@@ -149,6 +149,13 @@ def test_traced_hyperparameters_are_not_checked_at_trace_time():
      "weight_mask must be an array of bools or real numbers"),
     (dict(shape=(4, 3), weight_init=lambda k, s, d: jnp.ones((3, 4), d)), ValueError,
      r"weight_init.*shape \(4, 3\)"),
+    (dict(shape=(4, 3), weight_init=lambda k, s, d: jnp.zeros(s, jnp.int32)), TypeError,
+     r"weight_init\(key, shape, dtype\) must be a floating array of dtype float32, got dtype "
+     r"int32\.$"),  # was: "(spikes are 0.0/1.0 floats)"
+    (dict(shape=(4, 3), weight_init=lambda k, s, d: jnp.eye(4, 3, dtype=d) / 0), ValueError,
+     r"weight_init\(key, shape, dtype\) returned non-finite values"),  # was: NaN weights
+    (dict(shape=(4, 3), bias_init=lambda k, s, d: jnp.full(s, jnp.inf, d)), ValueError,
+     r"bias_init\(key, \(1, n_post\), dtype\) returned non-finite values"),
 ])
 def test_init_rejects_bad_arguments(kwargs, error, pattern):
   with pytest.raises(error, match=pattern):

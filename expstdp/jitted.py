@@ -168,6 +168,10 @@ def _in_place(fn, static_argnames=()):
     # other fields traced, the call below still gives the right result.
     if isinstance(state.weights, _Tracer) or _any_traced(args, kwargs):
       return fn(state, params, *args, **kwargs)
+    # Before XLA logs "Buffer has been deleted or donated" to stderr. (~0.1 us;
+    # isinstance(x, jax.Array) alone takes 0.35.)
+    if hasattr(state.weights, "is_deleted") and state.weights.is_deleted():
+      check_not_donated(state)
     try:
       packed = _as_arrays(params, getattr(state.weights, "dtype", None))
       if isinstance(packed, _Packed) or not _any_traced(packed):  # numbers never are traced

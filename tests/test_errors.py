@@ -210,13 +210,19 @@ def test_a_state_consumed_by_a_jitted_call_is_named(capfd):
   expstdp.jitted.evolve(new, PARAMS)  # the returned state works
 
 
-def test_one_buffer_for_weights_and_d_weights_is_named():
-  """jax's own error ("donate the same buffer twice") names no field."""
+def test_one_buffer_for_weights_and_d_weights_is_named(capfd):
+  """jax's own error ("donate the same buffer twice") names no field, and
+  XLA logged it to stderr first."""
   W = jnp.copy(STATE.weights)
+  capfd.readouterr()
   for fn in (expstdp.jitted.evolve, expstdp.jitted.forward):
     with pytest.raises(ValueError, match="state.weights and state.d_weights are the same array"):
       fn(STATE._replace(weights=W, d_weights=W), PARAMS)
+  assert "donate" not in capfd.readouterr().err
   assert not W.is_deleted()  # nothing was consumed: the state can be fixed and used
+  # Inside someone's jit nothing is donated: the plain function runs.
+  same = jax.jit(lambda: expstdp.jitted.evolve(STATE._replace(weights=W, d_weights=W), PARAMS))()
+  np.testing.assert_array_equal(same.weights, expstdp.evolve(STATE, PARAMS).weights)
 
 
 def test_stacked_populations_get_a_hint():

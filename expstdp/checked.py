@@ -12,7 +12,7 @@ from jax.experimental import checkify
 from expstdp import events
 from expstdp.eager import traced
 from expstdp.types import ExpSTDPParams, SynapseState
-from expstdp.validation import max_exponent
+from expstdp.validation import is_int, max_exponent
 
 
 # What can hold a NaN. Other leaves are static options (a dtype, a string, an
@@ -62,11 +62,7 @@ def _is_data(x) -> bool:
   leaves = jax.tree.leaves(x)
   in_synapse = isinstance(x, (ExpSTDPParams, SynapseState))
   return bool(leaves) and all(
-      isinstance(leaf, _DATA) or (in_synapse and _is_int(leaf)) for leaf in leaves)
-
-
-def _is_int(x) -> bool:
-  return isinstance(x, (int, np.integer)) and not isinstance(x, bool)  # a bool is refused there
+      isinstance(leaf, _DATA) or (in_synapse and is_int(leaf)) for leaf in leaves)
 
 
 def checked(fn):

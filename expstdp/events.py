@@ -22,7 +22,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from expstdp import backend
 from expstdp.eager import compiled, traced
@@ -30,7 +29,7 @@ from expstdp.synapse import _outputs as _dense_outputs
 from expstdp.synapse import (_MAX_BROADCAST_ROWS, _apply_dW, _dW, _evolve, _forward_precision,
                              _scalar, _scale_and_bias, _sum_of_outer_products, _with_activity)
 from expstdp.types import ExpSTDPParams, SynapseState
-from expstdp.validation import (check_eta, check_state, check_static_bool, dtype_of,
+from expstdp.validation import (check_eta, check_state, check_static_bool, dtype_of, is_int,
                                  validate_params)
 
 
@@ -123,7 +122,7 @@ def _rows_in_pieces(count, n_post, piece, body, carry):
 
 
 def _check_capacity(name, value, limit):
-  if not isinstance(value, (int, np.integer)) or not 1 <= value:
+  if not is_int(value) or value < 1:
     raise ValueError(f"{name} must be a positive int (a static capacity), got {value!r}.")
   return min(int(value), limit) if isinstance(limit, int) else int(value)  # symbolic: runs dense
 

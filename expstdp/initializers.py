@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from expstdp.validation import check_real, concrete_value
+from expstdp.validation import check_real, concrete_value, is_int
 
 
 def _modify(w, key, *, amin=None, amax=None, lower_triangle=False, upper_triangle=False,
@@ -42,7 +42,7 @@ def _modify(w, key, *, amin=None, amax=None, lower_triangle=False, upper_triangl
     if keep is None:
       continue
     name, n = f"{'col' if axis else 'row'}_mask", w.shape[axis]
-    if isinstance(keep, (int, np.integer)) and not isinstance(keep, (bool, np.bool_)):
+    if is_int(keep):
       if not 0 <= keep <= n:
         raise ValueError(f"{name}={keep} must be in [0, {n}].")
       key, subkey = jax.random.split(key)

@@ -22,7 +22,7 @@ from expstdp.eager import compiled
 from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.validation import (check_activity, check_array, check_eta, check_for_state,
                                  check_real, check_state, check_static_bool, concrete_value,
-                                 dtype_of, is_real, validate_params)
+                                 dtype_of, is_int, is_real, validate_params)
 
 # Outer products of at most this many rows (batch 4) are cheaper broadcast
 # inside the elementwise loop than as a GEMM call, whose (N, M) result makes
@@ -69,9 +69,9 @@ def init(
   """
   if not hasattr(shape, "__len__"):
     raise TypeError(f"shape must be (n_pre, n_post) with two positive ints, got {shape!r}.")
-  if len(shape) != 2 or not all(_is_int(n) and n > 0 for n in shape):
+  if len(shape) != 2 or not all(is_int(n) and n > 0 for n in shape):
     raise ValueError(f"shape must be (n_pre, n_post) with two positive ints, got {shape!r}.")
-  if not _is_int(batch_size) or batch_size < 1:
+  if not is_int(batch_size) or batch_size < 1:
     raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
   if dtype is None or not jnp.issubdtype(dtype, jnp.floating):  # None would mean float64
     raise TypeError(f"dtype must be a floating dtype, got {dtype!r}.")
@@ -168,10 +168,6 @@ def _check_finite(name, x):
   finite = jnp.all(jnp.isfinite(x))
   if not isinstance(finite, jax.core.Tracer) and not finite:
     raise ValueError(f"{name} returned non-finite values (NaN or inf).")
-
-
-def _is_int(n) -> bool:
-  return isinstance(n, (int, np.integer)) and not isinstance(n, bool)
 
 
 def _scalar(x, dtype) -> jax.Array:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from expstdp.eager import compiled
-from expstdp.validation import check_array, check_real, concrete_value
+from expstdp.validation import check_array, check_real, concrete_value, is_int
 
 
 def _decay_kind(decay_type: str) -> str:
@@ -68,8 +68,7 @@ def update(trace: jax.Array, spikes: jax.Array, *, dt, tau_tr, a_delta=0.0, P_sc
     raise TypeError(f"trace must be a floating array, got dtype {jnp.dtype(trace.dtype).name}.")
   trace = jnp.asarray(trace)  # a numpy float64 trace is float32 to JAX without x64, as spikes are
   check_array("spikes", spikes, jnp.shape(trace), trace.dtype, owner="the trace's")
-  if (isinstance(n_nearest_spikes, (bool, np.bool_))
-      or not isinstance(n_nearest_spikes, (int, np.integer)) or n_nearest_spikes < 0):
+  if not is_int(n_nearest_spikes) or n_nearest_spikes < 0:
     raise ValueError(f"n_nearest_spikes must be a static int >= 0, got {n_nearest_spikes!r}.")
   n_nearest_spikes = int(n_nearest_spikes)
   _check_numbers(jnp.shape(trace), dt=dt, tau_tr=tau_tr, a_delta=a_delta, P_scale=P_scale,

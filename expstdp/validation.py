@@ -169,6 +169,11 @@ def max_exponent(dtype) -> float:
   return float(np.floor(x - min(8.0, 0.1 * x)))
 
 
+def is_int(value) -> bool:
+  """A Python or numpy int, not a bool (True would pass as 1)."""
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def is_real(value) -> bool:
   if type(value) in (float, int):  # the common case, without jnp.result_type (~7 us)
     return True

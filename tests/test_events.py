@@ -319,6 +319,8 @@ def test_capacities_are_checked():
     expstdp.evolve_events(state, PARAMS, max_pre=0, max_post=3)
   with pytest.raises(ValueError, match="max_active must be a positive int"):
     expstdp.forward_events(state, PARAMS, max_active=2.5)
+  with pytest.raises(ValueError, match="max_post must be a positive int.*got True"):
+    expstdp.evolve_events(state, PARAMS, max_pre=3, max_post=True)  # was: a capacity of 1
 
 
 def test_clip_weights_is_what_evolve_does_without_spikes():

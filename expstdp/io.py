@@ -3,6 +3,7 @@
 import json
 import os
 import zipfile
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -72,7 +73,9 @@ def load(path) -> tuple[SynapseState, ExpSTDPParams]:
   try:
     with np.load(source, allow_pickle=False) as f:
       files = {k: f[k] for k in f.files}
-  except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+  # RuntimeError (NotImplementedError among them): what zipfile raises for a
+  # damaged header that reads as encryption or an unknown compression.
+  except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError, zlib.error) as e:
     raise ValueError(f"{path} is not a readable expstdp file (truncated or foreign): {e}") from e
   if _META not in files:
     raise ValueError(f"{path} is not an expstdp file: it has no {_META} record.")

@@ -1,5 +1,6 @@
 import io
 import json
+import struct
 import zipfile
 
 import jax
@@ -109,6 +110,40 @@ def test_foreign_truncated_and_inconsistent_files_are_rejected(tmp_path):
                members | {"state.post_trace": np.zeros((1, 7), np.float32)}, meta)
   with pytest.raises(ValueError, match="inconsistent synapse: state.post_trace must have shape"):
     expstdp.load(odd)
+
+
+def test_damaged_archives_are_rejected_with_a_value_error(tmp_path):
+  """Found by flipping bytes of saved files: zipfile's NotImplementedError
+  and RuntimeError, and zlib's error (in a compressed .npz), came through
+  as they were."""
+  good = tmp_path / "good.npz"
+  expstdp.save(good, expstdp.init(jax.random.PRNGKey(0), (5, 4)), PARAMS)
+  data = good.read_bytes()
+  entry = data.index(b"PK\x01\x02")  # the first member in the central directory
+  damaged = {
+      "compression": (entry + 10, b"\x63\x00"),  # method 99: "not supported"
+      "encryption": (entry + 8, b"\x01\x00"),    # flag bit 0: "password required"
+  }
+  for name, (offset, patch) in damaged.items():
+    path = tmp_path / f"{name}.npz"
+    path.write_bytes(data[:offset] + patch + data[offset + len(patch):])
+    with pytest.raises(ValueError, match="truncated or foreign"):
+      expstdp.load(path)
+
+  members, meta = _members(good)
+  compressed = tmp_path / "compressed.npz"
+  np.savez_compressed(compressed, **members,
+                      __expstdp__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+  expstdp.load(compressed)  # a compressed copy is read
+  data = compressed.read_bytes()
+  with zipfile.ZipFile(compressed) as z:
+    at = z.getinfo("state.weights.npy").header_offset
+  name_length, extra_length = struct.unpack("<HH", data[at + 26:at + 30])  # its local header
+  start = at + 30 + name_length + extra_length  # where its deflate stream begins
+  bad = tmp_path / "bad_stream.npz"
+  bad.write_bytes(data[:start] + b"\xff" * 8 + data[start + 8:])
+  with pytest.raises(ValueError, match="truncated or foreign"):
+    expstdp.load(bad)
 
 
 def test_a_corrupt_record_is_rejected_with_a_value_error(tmp_path):

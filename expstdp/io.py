@@ -112,7 +112,10 @@ def load(path) -> tuple[SynapseState, ExpSTDPParams]:
       # to the weights' dtype anyway.)
       raise ValueError(f"{path} holds a {x.dtype} synapse ({key}), which needs 64-bit JAX: "
                        "jax.config.update('jax_enable_x64', True) before loading it.")
-    return jnp.asarray(x)
+    try:
+      return jnp.asarray(x)
+    except TypeError:  # a string or datetime dtype, say
+      raise ValueError(f"{corrupt}: {key} has dtype {dtype}, which JAX cannot hold.") from None
 
   state = SynapseState(**{n: restore(f"state.{n}") for n in SynapseState._fields})
   params = ExpSTDPParams(**{n: restore(f"params.{n}") for n in ExpSTDPParams._fields})

@@ -156,6 +156,7 @@ def test_a_corrupt_record_is_rejected_with_a_value_error(tmp_path):
       ({k: v for k, v in meta.items() if k != "dtypes"}, "no valid dtype and shape for state"),
       (weights_as("no such dtype"), "no valid dtype and shape for state.weights"),
       (weights_as("int32"), "state.weights must be floating"),
+      (weights_as("U1"), "state.weights has dtype <U1, which JAX cannot hold"),  # was: TypeError
   ]):
     with pytest.raises(ValueError, match=pattern):
       expstdp.load(_write(tmp_path / f"corrupt{i}.npz", members, m))

@@ -341,9 +341,16 @@ def _with_activity(state, params, **arrays):
   check_state(state)
   dtype = dtype_of(state.weights)
   validate_params(params, dtype)
-  given = {name: jnp.asarray(x) for name, x in arrays.items() if x is not None}
-  for name, x in given.items():
-    check_for_state(name, x, np.shape(getattr(state, name)), dtype)
+  given = {}
+  for name, x in arrays.items():
+    if x is None:
+      continue
+    try:
+      given[name] = jnp.asarray(x)
+    except TypeError:  # jax's message names no argument
+      raise TypeError(f"{name} must be an array of dtype {jnp.dtype(dtype).name}, got "
+                      f"{type(x).__name__}.") from None
+    check_for_state(name, given[name], np.shape(getattr(state, name)), dtype)
   return state._replace(**given)
 
 

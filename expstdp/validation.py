@@ -114,9 +114,22 @@ def _check_fields(state: SynapseState) -> None:
     raise ValueError(
         f"state.inputs must be 2-D (batch, {n_pre}), got shape {np.shape(state.inputs)}.")
   batch = np.shape(state.inputs)[0]
-  for name, width in (("inputs", n_pre), ("pre_spike", n_pre), ("pre_trace", n_pre),
-                      ("outputs", n_post), ("post_spike", n_post), ("post_trace", n_post)):
-    check_array(f"state.{name}", getattr(state, name), (batch, width), dtype)
+  for name, width, side in (("inputs", n_pre, "pre"), ("pre_spike", n_pre, "pre"),
+                            ("pre_trace", n_pre, "pre"), ("outputs", n_post, "post"),
+                            ("post_spike", n_post, "post"), ("post_trace", n_post, "post")):
+    x = getattr(state, name)
+    # Where a size comes from, since that field may be the wrong one.
+    if np.ndim(x) == 2 and np.shape(x)[1] != width:
+      raise ValueError(f"state.{name} must have shape {(batch, width)}, got {np.shape(x)}: "
+                       f"its width is the {width} {side}-synaptic neurons of state.weights, of "
+                       f"shape {(n_pre, n_post)}.")
+    if np.ndim(x) == 2 and np.shape(x)[0] != batch:
+      raise ValueError(f"state.{name} must have shape {(batch, width)}, got {np.shape(x)}: "
+                       f"the batch size is {batch}, that of state.inputs.")
+    check_array(f"state.{name}", x, (batch, width), dtype)
+  if np.shape(state.d_weights) != (n_pre, n_post):
+    raise ValueError(f"state.d_weights must have the shape {(n_pre, n_post)} of state.weights, "
+                     f"got {np.shape(state.d_weights)}.")
   check_array("state.d_weights", state.d_weights, (n_pre, n_post), dtype)
   if np.shape(state.biases) not in ((), (1, n_post)):
     raise ValueError(

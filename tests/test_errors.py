@@ -45,6 +45,16 @@ def test_compute_dW_rejects_mismatched_batches():
 def test_forward_rejects_bad_inputs():
   with pytest.raises(ValueError, match=r"inputs must have shape \(2, 4\)"):
     jax.jit(expstdp.forward)(STATE, PARAMS, jnp.ones((2, 3)))
+  for value in ("x", {"a": 1.0}, object()):  # jnp.asarray's errors named no argument
+    with pytest.raises(TypeError, match=f"inputs must be an array of dtype float32, got "
+                       f"{type(value).__name__}"):
+      expstdp.forward(STATE, PARAMS, value)
+    with pytest.raises(TypeError, match="post_trace must be an array of dtype float32"):
+      jax.jit(lambda s: expstdp.evolve_events(s, PARAMS, post_trace=value, max_pre=2,
+                                              max_post=2))(STATE)
+  np.testing.assert_array_equal(  # nested lists are still taken
+      expstdp.forward(STATE, PARAMS, [[1.0] * 4] * 2).outputs,
+      expstdp.forward(STATE, PARAMS, jnp.ones((2, 4))).outputs)
   with pytest.raises(ValueError, match=r"got \(3, 4\): the state's batch size is 2, which "
                      r"expstdp.init\(..., batch_size=B\) sets"):
     jax.jit(expstdp.forward)(STATE, PARAMS, jnp.ones((3, 4)))
@@ -60,6 +70,16 @@ def test_inconsistent_state_is_named():
       expstdp.evolve(STATE._replace(weight_mask=as_array(jnp.ones((4, 3)))), PARAMS)
     with pytest.raises(ValueError, match="state.eta must be a scalar"):
       expstdp.evolve(STATE._replace(eta=as_array(jnp.ones((1, 1)))), PARAMS)
+    # The field that sets the expected size may be the wrong one: it is named.
+    with pytest.raises(ValueError, match=r"state.inputs must have shape \(2, 2\), got \(2, 4\): "
+                       r"its width is the 2 pre-synaptic neurons of state.weights, of shape "
+                       r"\(2, 3\)"):
+      expstdp.evolve(STATE._replace(weights=as_array(jnp.ones((2, 3)))), PARAMS)
+    with pytest.raises(ValueError, match=r"state.pre_spike must have shape \(5, 4\), got \(2, 4\): "
+                       "the batch size is 5, that of state.inputs"):
+      expstdp.evolve(STATE._replace(inputs=as_array(jnp.ones((5, 4)))), PARAMS)
+    with pytest.raises(ValueError, match=r"d_weights must have the shape \(4, 3\) of state.weights"):
+      expstdp.evolve(STATE._replace(d_weights=as_array(jnp.ones((3, 4)))), PARAMS)
   for evolve in (expstdp.evolve, functools.partial(expstdp.evolve_events, max_pre=2, max_post=2)):
     with pytest.raises(ValueError, match="state.eta must be finite, got nan"):  # was: W all NaN
       evolve(STATE._replace(eta=jnp.asarray(jnp.nan, jnp.float32)), PARAMS)

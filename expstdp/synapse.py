@@ -67,13 +67,19 @@ def init(
     eta: initial global learning rate.
     dtype: floating dtype of the weights and every other array of the state.
   """
-  if not hasattr(shape, "__len__"):
-    raise TypeError(f"shape must be (n_pre, n_post) with two positive ints, got {shape!r}.")
-  if len(shape) != 2 or not all(is_int(n) and n > 0 for n in shape):
+  try:
+    size = len(shape)
+  except TypeError:  # an int, None, a 0-d array
+    raise TypeError(f"shape must be (n_pre, n_post) with two positive ints, got {shape!r}.") from None
+  if size != 2 or not all(is_int(n) and n > 0 for n in shape):
     raise ValueError(f"shape must be (n_pre, n_post) with two positive ints, got {shape!r}.")
   if not is_int(batch_size) or batch_size < 1:
     raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-  if dtype is None or not jnp.issubdtype(dtype, jnp.floating):  # None would mean float64
+  try:  # None would mean float64
+    floating = dtype is not None and jnp.issubdtype(dtype, jnp.floating)
+  except TypeError:  # not a dtype at all: numpy's message names no argument
+    floating = False
+  if not floating:
     raise TypeError(f"dtype must be a floating dtype, got {dtype!r}.")
   if jnp.dtype(dtype).itemsize == 8 and not jax.config.jax_enable_x64:
     raise ValueError(f"dtype {jnp.dtype(dtype).name} needs 64-bit JAX (JAX would make every "

@@ -67,6 +67,9 @@ def update(trace: jax.Array, spikes: jax.Array, *, dt, tau_tr, a_delta=0.0, P_sc
   if not jnp.issubdtype(trace.dtype, jnp.floating):
     raise TypeError(f"trace must be a floating array, got dtype {jnp.dtype(trace.dtype).name}.")
   trace = jnp.asarray(trace)  # a numpy float64 trace is float32 to JAX without x64, as spikes are
+  if np.shape(spikes) != jnp.shape(trace):  # say where the expected shape comes from
+    raise ValueError(f"spikes must have the shape of trace, {jnp.shape(trace)}, got "
+                     f"{np.shape(spikes)}.")
   check_array("spikes", spikes, jnp.shape(trace), trace.dtype, owner="the trace's")
   if not is_int(n_nearest_spikes) or n_nearest_spikes < 0:
     raise ValueError(f"n_nearest_spikes must be a static int >= 0, got {n_nearest_spikes!r}.")

@@ -84,7 +84,18 @@ def check_activity(weights, **arrays) -> None:
     if np.ndim(x) != 2:
       raise ValueError(f"{name} must be 2-D (batch, {width}), got shape {np.shape(x)}.")
     batch = np.shape(x)[0] if batch is None else batch
+    _check_width(name, x, (batch, width), "weights", (n_pre, n_post))
     check_array(name, x, (batch, width), dtype_of(weights))
+
+
+def _check_width(name, x, shape, weights_name, weights_shape) -> None:
+  """Says that the expected width comes from the weights, which may be the
+  wrong array."""
+  if np.ndim(x) == 2 and np.shape(x)[1] != shape[1]:
+    side = "pre" if name.split(".")[-1].startswith(("pre", "inputs")) else "post"
+    raise ValueError(f"{name} must have shape {tuple(shape)}, got {np.shape(x)}: its width is "
+                     f"the {shape[1]} {side}-synaptic neurons of {weights_name}, of shape "
+                     f"{tuple(weights_shape)}.")
 
 
 def check_state(state: SynapseState) -> None:
@@ -114,15 +125,11 @@ def _check_fields(state: SynapseState) -> None:
     raise ValueError(
         f"state.inputs must be 2-D (batch, {n_pre}), got shape {np.shape(state.inputs)}.")
   batch = np.shape(state.inputs)[0]
-  for name, width, side in (("inputs", n_pre, "pre"), ("pre_spike", n_pre, "pre"),
-                            ("pre_trace", n_pre, "pre"), ("outputs", n_post, "post"),
-                            ("post_spike", n_post, "post"), ("post_trace", n_post, "post")):
+  for name, width in (("inputs", n_pre), ("pre_spike", n_pre), ("pre_trace", n_pre),
+                      ("outputs", n_post), ("post_spike", n_post), ("post_trace", n_post)):
     x = getattr(state, name)
     # Where a size comes from, since that field may be the wrong one.
-    if np.ndim(x) == 2 and np.shape(x)[1] != width:
-      raise ValueError(f"state.{name} must have shape {(batch, width)}, got {np.shape(x)}: "
-                       f"its width is the {width} {side}-synaptic neurons of state.weights, of "
-                       f"shape {(n_pre, n_post)}.")
+    _check_width(f"state.{name}", x, (batch, width), "state.weights", (n_pre, n_post))
     if np.ndim(x) == 2 and np.shape(x)[0] != batch:
       raise ValueError(f"state.{name} must have shape {(batch, width)}, got {np.shape(x)}: "
                        f"the batch size is {batch}, that of state.inputs.")

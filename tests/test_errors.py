@@ -40,6 +40,9 @@ def test_compute_dW_rejects_mismatched_batches():
     expstdp.compute_dW(PARAMS, [[1.0] * 3] * 4, a, a, b, b)
   with pytest.raises(TypeError, match="pre_trace must be an array of dtype float32, got list"):
     expstdp.compute_dW(PARAMS, STATE.weights, a, [[1.0] * 4] * 2, b, b)
+  with pytest.raises(ValueError, match=r"pre_spike must have shape \(2, 3\), got \(2, 4\): its "
+                     r"width is the 3 pre-synaptic neurons of weights, of shape \(3, 4\)"):
+    expstdp.compute_dW(PARAMS, STATE.weights.T, a, a, b, b)  # the weights are the wrong ones
 
 
 def test_forward_rejects_bad_inputs():
@@ -149,6 +152,9 @@ def test_traced_hyperparameters_are_not_checked_at_trace_time():
     (dict(shape=None), TypeError, r"shape must be \(n_pre, n_post\).*got None"),
     (dict(shape=(True, 3)), ValueError, r"shape must be.*got \(True, 3\)"),  # was: (1, 3)
     (dict(shape=(4, 3), dtype=None), TypeError, "dtype must be a floating dtype, got None"),
+    (dict(shape=(4, 3), dtype="x"), TypeError, "dtype must be a floating dtype, got 'x'"),
+    (dict(shape=(4, 3), dtype=1.5), TypeError, "dtype must be a floating dtype, got 1.5"),
+    (dict(shape=jnp.ones(())), TypeError, r"shape must be \(n_pre, n_post\).*got Array"),
     (dict(shape=(4, 3), eta=1j), TypeError, r"eta must be a real scalar number, got 1j"),
     (dict(shape=(4, 3), batch_size=0), ValueError, "batch_size must be"),
     (dict(shape=(4, 3), p_conn=0.0), ValueError, r"p_conn must be a number in \(0, 1\]"),

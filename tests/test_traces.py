@@ -58,7 +58,8 @@ def test_bad_arguments():
   z = jnp.zeros((1, 3))
   with pytest.raises(ValueError, match="decay_type must contain"):
     traces.update(z, z, dt=1.0, tau_tr=2.0, decay_type="cubic")
-  with pytest.raises(ValueError, match=r"spikes must have shape \(1, 3\)"):
+  with pytest.raises(ValueError, match=r"spikes must have the shape of trace, \(1, 3\), got "
+                     r"\(1, 4\)"):  # was: "must have shape (1, 3)", not saying whose
     traces.update(z, jnp.zeros((1, 4)), dt=1.0, tau_tr=2.0)
   with pytest.raises(ValueError, match="n_nearest_spikes"):
     traces.update(z, z, dt=1.0, tau_tr=2.0, n_nearest_spikes=-1)

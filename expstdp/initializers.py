@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from expstdp.validation import check_real, concrete_value, is_int
+from expstdp.validation import check_real, check_static_bool, concrete_value, is_int
 
 
 def _modify(w, key, *, amin=None, amax=None, lower_triangle=False, upper_triangle=False,
@@ -74,6 +74,8 @@ def _check_modifiers(modifiers):
   unknown = sorted(set(modifiers) - set(_MODIFIERS))
   if unknown:
     raise TypeError(f"unknown initializer modifier(s) {unknown}; expected some of {_MODIFIERS}.")
+  for name in ("lower_triangle", "upper_triangle", "hollow", "eye"):
+    check_static_bool(name, modifiers.get(name, False))
   if modifiers.get("lower_triangle") and modifiers.get("upper_triangle"):
     raise ValueError("lower_triangle and upper_triangle are mutually exclusive.")
   bounds = {name: modifiers[name] for name in ("amin", "amax") if modifiers.get(name) is not None}
@@ -85,6 +87,8 @@ def _check_modifiers(modifiers):
 def _check_numbers(**values):
   for name, x in values.items():
     check_real(name, x)
+    if np.ndim(x) != 0:  # as ngclearn's distributions take them
+      raise ValueError(f"{name} must be a number, got shape {np.shape(x)}.")
 
 
 def _check_order(low_name, low, high_name, high):

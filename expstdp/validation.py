@@ -183,8 +183,12 @@ def max_exponent(dtype) -> float:
   """The largest |exp_beta| * w_bound for which evolve's factors are exact in
   `dtype`: exp(-beta W) stays a normal number for every W in [0, w_bound],
   with a margin (79 for float32 and bfloat16, 700 for float64, 8 for float16)."""
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise TypeError(f"dtype must be a floating dtype (the weights'), got {_dtype_name(dtype)}.")
+  try:
+    floating = jnp.issubdtype(dtype, jnp.floating)
+  except TypeError:  # not a dtype at all: numpy's message names no argument
+    floating = False
+  if not floating:
+    raise TypeError(f"dtype must be a floating dtype (the weights'), got {dtype!r}.")
   x = -np.log(float(jnp.finfo(dtype).tiny))
   return float(np.floor(x - min(8.0, 0.1 * x)))
 
@@ -197,8 +201,8 @@ def is_int(value) -> bool:
 def is_real(value) -> bool:
   if type(value) in (float, int):  # the common case, without jnp.result_type (~7 us)
     return True
-  # jnp.result_type reads a string as a dtype's name and None as float32.
-  if value is None or isinstance(value, (str, bytes)):
+  # jnp.result_type reads a string or a type (jnp.float32) as a dtype and None as float32.
+  if value is None or isinstance(value, (str, bytes, type)):
     return False
   try:
     kind = value.dtype if isinstance(value, (jax.Array, np.ndarray, np.generic)) else (
@@ -231,7 +235,10 @@ def validate_params(params: ExpSTDPParams, dtype=jnp.float32) -> None:
   if not isinstance(params, ExpSTDPParams):
     raise TypeError(f"params must be an expstdp.ExpSTDPParams, got {type(params).__name__}.")
   global _valid_arrays
-  dtype = jnp.dtype(dtype)
+  try:
+    dtype = jnp.dtype(dtype)
+  except TypeError:  # numpy's message names no argument
+    raise TypeError(f"dtype must be a floating dtype (the weights'), got {dtype!r}.") from None
   if all(type(v) in (float, int) for v in params):  # the common case, once per set of values
     _check_numbers(tuple(params), dtype)
     return

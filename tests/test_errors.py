@@ -129,6 +129,17 @@ def test_invalid_hyperparameters_are_rejected(change, pattern):
     expstdp.validate_params(PARAMS._replace(**change))
 
 
+def test_a_dtype_where_a_value_or_a_dtype_is_meant_is_named():
+  """Each got an error from numpy that named nothing."""
+  with pytest.raises(TypeError, match="params.A_plus must be a real number, got <"):
+    expstdp.evolve(STATE, PARAMS._replace(A_plus=jnp.float32))
+  for bad in ("x", [1, 2], 1.5):
+    with pytest.raises(TypeError, match="dtype must be a floating dtype"):
+      expstdp.validate_params(PARAMS, bad)
+    with pytest.raises(TypeError, match="dtype must be a floating dtype"):
+      expstdp.max_exponent(bad)
+
+
 def test_params_valid_for_one_dtype_are_checked_again_for_another():
   # Values, and params of jax arrays by identity, are remembered per dtype.
   for params in (PARAMS._replace(exp_beta=10.0),

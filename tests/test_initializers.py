@@ -95,6 +95,11 @@ def test_bad_modifiers_are_rejected_at_construction():
     (lambda: initializers.constant(0.5, amin=0.8, amax=0.2), ValueError,
      "amin must be <= amax"),  # was all 0.2
     (lambda: initializers.uniform(amin=1j), TypeError, "amin must be a real number"),
+    # Found by fuzzing; each was an error from numpy or jax that named nothing.
+    (lambda: initializers.constant(jnp.float32), TypeError, "value must be a real number, got <"),
+    (lambda: initializers.uniform(jnp.zeros((2, 2))), ValueError,
+     r"low must be a number, got shape \(2, 2\)"),
+    (lambda: initializers.gaussian(hollow=np.ones(3)), TypeError, "hollow must be a Python bool"),
 ])
 def test_bad_values_are_rejected_at_construction(make, error, pattern):
   with pytest.raises(error, match=pattern):

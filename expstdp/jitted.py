@@ -168,6 +168,8 @@ def _in_place(fn, static_argnames=()):
     # other fields traced, the call below still gives the right result.
     if isinstance(state.weights, _Tracer) or _any_traced(args, kwargs):
       return fn(state, params, *args, **kwargs)
+    if static_argnames and not _hashable(kwargs, static_argnames):
+      return fn(state, params, *args, **kwargs)  # names the option, where jit's hash would not
     # XLA would refuse these donations, but log its own error to stderr first.
     weights, d_weights = state.weights, state.d_weights
     if (weights is d_weights or _deleted(weights) or _deleted(d_weights)) and not tracing():
@@ -198,6 +200,15 @@ def _in_place(fn, static_argnames=()):
 _Tracer = jax.core.Tracer  # bound once: jax.core's attribute lookup costs ~0.05 us
 
 
+def _hashable(kwargs, names) -> bool:
+  for name in names:
+    try:
+      hash(kwargs.get(name))
+    except TypeError:
+      return False
+  return True
+
+
 def _deleted(x) -> bool:
   # ~0.1 us; isinstance(x, jax.Array) alone takes 0.35.
   return hasattr(x, "is_deleted") and x.is_deleted()
@@ -215,6 +226,6 @@ def _any_traced(args, kwargs=None) -> bool:
 
 
 forward = _in_place(synapse.forward)
-evolve = _in_place(synapse.evolve, "with_d_weights")
-forward_events = _in_place(events.forward_events, "max_active")
+evolve = _in_place(synapse.evolve, ("with_d_weights",))
+forward_events = _in_place(events.forward_events, ("max_active",))
 evolve_events = _in_place(events.evolve_events, ("max_pre", "max_post", "with_d_weights"))

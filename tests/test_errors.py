@@ -280,6 +280,18 @@ def test_with_d_weights_must_be_a_bool():
     jax.jit(lambda s, w: expstdp.evolve(s, PARAMS, with_d_weights=w))(STATE, True)
 
 
+def test_jitted_entry_points_name_an_unhashable_option():
+  """jit's static hashing failed first, with a message naming no argument."""
+  state = jax.tree.map(jnp.copy, STATE)
+  with pytest.raises(TypeError, match="with_d_weights must be a Python bool"):
+    expstdp.jitted.evolve(state, PARAMS, with_d_weights=[True])
+  with pytest.raises(ValueError, match="max_pre must be a positive int"):
+    expstdp.jitted.evolve_events(state, PARAMS, max_pre=jnp.int32(3), max_post=3)
+  with pytest.raises(ValueError, match="max_active must be a positive int"):
+    expstdp.jitted.forward_events(state, PARAMS, max_active=np.ones(2, int))
+  assert not state.weights.is_deleted()  # nothing was consumed
+
+
 def test_clip_weights_checks_its_arguments():
   """Crossed clip bounds would set every weight to 0 without a word."""
   with pytest.raises(ValueError, match=r"w_bound must be > 2 \* params.w_eps"):

@@ -55,9 +55,13 @@ def test_forward_rejects_bad_inputs():
     with pytest.raises(TypeError, match="post_trace must be an array of dtype float32"):
       jax.jit(lambda s: expstdp.evolve_events(s, PARAMS, post_trace=value, max_pre=2,
                                               max_post=2))(STATE)
-  np.testing.assert_array_equal(  # nested lists are still taken
-      expstdp.forward(STATE, PARAMS, [[1.0] * 4] * 2).outputs,
-      expstdp.forward(STATE, PARAMS, jnp.ones((2, 4))).outputs)
+  nested = [[1.0] * 4] * 2  # still taken, as jnp.asarray reads it
+  if jnp.asarray(nested).dtype == jnp.float32:
+    np.testing.assert_array_equal(expstdp.forward(STATE, PARAMS, nested).outputs,
+                                  expstdp.forward(STATE, PARAMS, jnp.ones((2, 4))).outputs)
+  else:  # float64 with x64: refused, not narrowed
+    with pytest.raises(TypeError, match="inputs must have the weights' dtype float32, got float64"):
+      expstdp.forward(STATE, PARAMS, nested)
   with pytest.raises(ValueError, match=r"got \(3, 4\): the state's batch size is 2, which "
                      r"expstdp.init\(..., batch_size=B\) sets"):
     jax.jit(expstdp.forward)(STATE, PARAMS, jnp.ones((3, 4)))
@@ -80,7 +84,7 @@ def test_inconsistent_state_is_named():
       expstdp.evolve(STATE._replace(weights=as_array(jnp.ones((2, 3)))), PARAMS)
     with pytest.raises(ValueError, match=r"state.pre_spike must have shape \(5, 4\), got \(2, 4\): "
                        "the batch size is 5, that of state.inputs"):
-      expstdp.evolve(STATE._replace(inputs=as_array(jnp.ones((5, 4)))), PARAMS)
+      expstdp.evolve(STATE._replace(inputs=as_array(jnp.ones((5, 4), jnp.float32))), PARAMS)
     with pytest.raises(ValueError, match=r"d_weights must have the shape \(4, 3\) of state.weights"):
       expstdp.evolve(STATE._replace(d_weights=as_array(jnp.ones((3, 4)))), PARAMS)
   for evolve in (expstdp.evolve, functools.partial(expstdp.evolve_events, max_pre=2, max_post=2)):

@@ -23,19 +23,34 @@ synapses of 8 N M bytes each.
 """
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec as P
 
 from expstdp.types import SynapseState
 
 
+def _check_mesh(mesh, *axes):
+  """`mesh` is a mesh and every name in `axes` one of its axes: otherwise
+  NamedSharding fails with an AttributeError or jax's own message."""
+  if not isinstance(mesh, (Mesh, AbstractMesh)):
+    raise TypeError(f"mesh must be a jax.sharding.Mesh (jax.make_mesh), got {type(mesh).__name__}.")
+  for name in axes:
+    if name not in mesh.axis_names:
+      raise ValueError(f"{name!r} is not an axis of the mesh {mesh.axis_names}.")
+
+
 def replicated(mesh: Mesh, tree):
   """A copy of every leaf on every device of `mesh`."""
+  _check_mesh(mesh)
   return jax.tree.map(lambda _: NamedSharding(mesh, P()), tree)
 
 
 def population(mesh: Mesh, tree, axis: str | tuple[str, ...] = "pop"):
   """Shards the leading (population) axis of every leaf of `tree` (a
   vmapped SynapseState, ExpSTDPParams, or anything else) over mesh `axis`."""
+  axes = (axis,) if isinstance(axis, str) else axis
+  if not isinstance(axes, tuple) or not all(isinstance(name, str) for name in axes):
+    raise TypeError(f"axis must be a mesh axis name or a tuple of them, got {axis!r}.")
+  _check_mesh(mesh, *axes)
   def spec(x):
     if jax.numpy.ndim(x) == 0:
       raise ValueError("population sharding needs a leading population axis on every leaf; "
@@ -54,9 +69,10 @@ def synapse(mesh: Mesh, state: SynapseState, *, pre_axis: str | None = None,
     raise TypeError(f"state must be an expstdp.SynapseState, got {type(state).__name__}.")
   if pre_axis is None and post_axis is None:
     raise ValueError("give pre_axis, post_axis or both (mesh axis names).")
-  for name in (pre_axis, post_axis):
-    if name is not None and name not in mesh.axis_names:
-      raise ValueError(f"{name!r} is not an axis of the mesh {mesh.axis_names}.")
+  if pre_axis == post_axis:
+    raise ValueError(f"pre_axis and post_axis must be different mesh axes, got {pre_axis!r} "
+                     "twice.")
+  _check_mesh(mesh, *(name for name in (pre_axis, post_axis) if name is not None))
   s = lambda *spec: NamedSharding(mesh, P(*spec))
   matrix, pre, post = s(pre_axis, post_axis), s(None, pre_axis), s(None, post_axis)
   return SynapseState(

@@ -70,7 +70,8 @@ def init(
   try:
     size = len(shape)
   except TypeError:  # an int, None, a 0-d array
-    raise TypeError(f"shape must be (n_pre, n_post) with two positive ints, got {shape!r}.") from None
+    raise TypeError(
+        f"shape must be (n_pre, n_post) with two positive ints, got {shape!r}.") from None
   if size != 2 or not all(is_int(n) and n > 0 for n in shape):
     raise ValueError(f"shape must be (n_pre, n_post) with two positive ints, got {shape!r}.")
   if not is_int(batch_size) or batch_size < 1:

@@ -202,3 +202,14 @@ def test_helpers_reject_bad_layouts():
     expstdp.sharding.synapse(mesh, _state(), pre_axis="rows")
   with pytest.raises(ValueError, match="leading population axis"):
     expstdp.sharding.population(mesh, PARAMS, "post")
+  # Found by fuzzing: AttributeErrors from NamedSharding, and jax's DuplicateSpecError.
+  with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh .*, got tuple"):
+    expstdp.sharding.replicated(("post",), PARAMS)
+  with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh .jax.make_mesh., got dict"):
+    expstdp.sharding.synapse({"post": 8}, _state(), post_axis="post")
+  with pytest.raises(ValueError, match="'pop' is not an axis of the mesh"):
+    expstdp.sharding.population(mesh, PARAMS, "pop")
+  with pytest.raises(TypeError, match="axis must be a mesh axis name"):
+    expstdp.sharding.population(mesh, PARAMS, ["post"])
+  with pytest.raises(ValueError, match="must be different mesh axes, got 'post' twice"):
+    expstdp.sharding.synapse(mesh, _state(), pre_axis="post", post_axis="post")

@@ -20,9 +20,9 @@ import numpy as np
 from expstdp import backend, initializers
 from expstdp.eager import compiled
 from expstdp.types import ExpSTDPParams, SynapseState
-from expstdp.validation import (check_activity, check_array, check_eta, check_for_state,
-                                 check_real, check_state, check_static_bool, concrete_value,
-                                 dtype_of, is_int, is_real, validate_params)
+from expstdp.validation import (check_activity, check_array, check_eta, check_floating_dtype,
+                                 check_for_state, check_real, check_state, check_static_bool,
+                                 concrete_value, dtype_of, is_int, is_real, validate_params)
 
 # Outer products of at most this many rows (batch 4) are cheaper broadcast
 # inside the elementwise loop than as a GEMM call, whose (N, M) result makes
@@ -76,12 +76,7 @@ def init(
     raise ValueError(f"shape must be (n_pre, n_post) with two positive ints, got {shape!r}.")
   if not is_int(batch_size) or batch_size < 1:
     raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-  try:  # None would mean float64
-    floating = dtype is not None and jnp.issubdtype(dtype, jnp.floating)
-  except TypeError:  # not a dtype at all: numpy's message names no argument
-    floating = False
-  if not floating:
-    raise TypeError(f"dtype must be a floating dtype, got {dtype!r}.")
+  check_floating_dtype(dtype)
   if jnp.dtype(dtype).itemsize == 8 and not jax.config.jax_enable_x64:
     raise ValueError(f"dtype {jnp.dtype(dtype).name} needs 64-bit JAX (JAX would make every "
                      "array float32): jax.config.update('jax_enable_x64', True) first.")

@@ -183,14 +183,20 @@ def max_exponent(dtype) -> float:
   """The largest |exp_beta| * w_bound for which evolve's factors are exact in
   `dtype`: exp(-beta W) stays a normal number for every W in [0, w_bound],
   with a margin (79 for float32 and bfloat16, 700 for float64, 8 for float16)."""
+  check_floating_dtype(dtype, " (the weights')")
+  x = -np.log(float(jnp.finfo(dtype).tiny))
+  return float(np.floor(x - min(8.0, 0.1 * x)))
+
+
+def check_floating_dtype(dtype, whose: str = "") -> None:
+  """Raises a TypeError naming `dtype` unless it is a floating dtype (None,
+  which numpy reads as float64, is not)."""
   try:
-    floating = jnp.issubdtype(dtype, jnp.floating)
+    floating = dtype is not None and jnp.issubdtype(dtype, jnp.floating)
   except TypeError:  # not a dtype at all: numpy's message names no argument
     floating = False
   if not floating:
-    raise TypeError(f"dtype must be a floating dtype (the weights'), got {dtype!r}.")
-  x = -np.log(float(jnp.finfo(dtype).tiny))
-  return float(np.floor(x - min(8.0, 0.1 * x)))
+    raise TypeError(f"dtype must be a floating dtype{whose}, got {dtype!r}.")
 
 
 def is_int(value) -> bool:

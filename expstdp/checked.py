@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
-from expstdp import events
+from expstdp import events, synapse, traces
 from expstdp.eager import traced
 from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.validation import is_int, max_exponent
@@ -51,14 +51,24 @@ def _check_weights_in_range(state: SynapseState, params: ExpSTDPParams) -> None:
                  "for evolve_events; call expstdp.clip_weights(state, params) once")
 
 
+def _check_trace_values(arguments) -> None:
+  # What traces.update checks where the values are concrete.
+  tau_tr, dt = jnp.asarray(arguments["tau_tr"]), jnp.asarray(arguments["dt"])
+  checkify.check(jnp.all(tau_tr > 0), "tau_tr must be > 0, got {}", tau_tr)
+  checkify.check(jnp.all(dt >= 0), "dt must be >= 0, got {}", dt)
+
+
 _DATA = (jax.Array, np.ndarray, float, complex, np.floating, np.complexfloating)
 
 
-def _is_data(x) -> bool:
-  """Arrays or floating numbers, also in pytrees: what a compiled checked
-  call takes as traced values. In a state or params, ints are values too
-  (`A_plus=1`: static, every new value would compile again); elsewhere an
-  int is an option (a capacity, a size)."""
+def _is_data(x, annotation) -> bool:
+  """Whether a compiled checked call takes `x` as traced values: arrays and
+  floating numbers, also in pytrees, and ints given for a value (`tau_tr=20`,
+  or `A_plus=1` in params), which as options would compile again for every
+  new int. An int is an option for a parameter annotated `int` (a capacity
+  such as `max_pre`), and so are ints in other containers (a shape)."""
+  if is_int(x):
+    return annotation not in (int, "int")
   leaves = jax.tree.leaves(x)
   in_synapse = isinstance(x, (ExpSTDPParams, SynapseState))
   return bool(leaves) and all(
@@ -71,11 +81,13 @@ def checked(fn):
   values are valid (see `validate_params`), naming the offending field
   (e.g. `state.pre_trace`); for `evolve_events` (also as a
   `functools.partial` or `expstdp.jitted.evolve_events`), also its
-  precondition on the weights.
+  precondition on the weights; for `traces.update`, tau_tr > 0 and dt >= 0.
 
   The wrapped function returns `(error, result)`; call `error.throw()` (or
   `error.get()` for the message or None). Called eagerly it runs compiled,
-  once per shape and set of static options. It composes with `jax.jit`:
+  once per shape and set of static options: arguments that are not numbers
+  or arrays, ints for a parameter annotated `int` (a capacity), and init's
+  `p_conn`. It composes with `jax.jit`:
 
     evolve = jax.jit(expstdp.checked(expstdp.evolve))
     err, state = evolve(state, params)
@@ -105,12 +117,19 @@ def checked(fn):
       _check_finite(name, value)
     if base is events.evolve_events:
       _check_weights_in_range(arguments["state"], arguments["params"])
-    result = fn(*args, **kwargs)
+    result = fn(*args, **kwargs)  # first: it names an argument of the wrong type
+    if base is traces.update:
+      _check_trace_values(arguments)
     _check_finite(f"{fn_name} output", result)
     return result
 
   checkified = checkify.checkify(with_checks, errors=checkify.user_checks)
   compiled = {}  # one jit per set of static options
+  named = {name: p.annotation for name, p in signature.parameters.items()}
+  positional = list(named.values())
+  # A number that decides the shape of what init returns (whether it has a
+  # weight_mask), so init refuses it traced.
+  shaping = ("p_conn",) if base is synapse.init else ()
 
   @functools.wraps(fn)
   def call(*args, **kwargs):
@@ -120,8 +139,10 @@ def checked(fn):
     # 0.24 s a call, evolve_events 1.2 s): compiled instead, with every
     # argument that is not data (a capacity, a shape, a dtype, a function)
     # static.
-    options = (tuple(i for i, x in enumerate(args) if not _is_data(x)),
-               tuple(sorted(name for name, x in kwargs.items() if not _is_data(x))))
+    options = (tuple(i for i, x in enumerate(args)
+                     if not _is_data(x, positional[i] if i < len(positional) else None)),
+               tuple(sorted(name for name, x in kwargs.items()
+                            if name in shaping or not _is_data(x, named.get(name)))))
     try:
       hash(tuple(args[i] for i in options[0]) + tuple(kwargs[name] for name in options[1]))
     except TypeError:  # an option jit cannot hold (a list, say): op by op

@@ -240,6 +240,30 @@ def test_checked_mode_compiles_once_for_params_of_python_ints():
     evolve(state, ints._replace(A_plus=True))
 
 
+def test_checked_mode_takes_ints_for_values_as_values():
+  """`tau_tr=20` compiled again for every int; a capacity is static."""
+  trace, spikes = jnp.full((3, 5), 0.5), (jnp.arange(15).reshape(3, 5) % 3 == 0) * 1.0
+  update = expstdp.checked(expstdp.traces.update)
+  update(trace, spikes, dt=1, tau_tr=20)
+  with counting_compiles() as compiles:
+    results = [update(trace, spikes, dt=1, tau_tr=tau) for tau in (30, 40)]
+  assert not compiles
+  for tau, (err, out) in zip((30.0, 40.0), results):
+    assert err.get() is None
+    np.testing.assert_array_equal(out, expstdp.traces.update(trace, spikes, dt=1.0, tau_tr=tau))
+  err, out = update(trace, spikes, dt=1, tau_tr=4, n_nearest_spikes=2)
+  np.testing.assert_array_equal(
+      out, expstdp.traces.update(trace, spikes, dt=1, tau_tr=4, n_nearest_spikes=2))
+  # What traces.update refuses where concrete, checked where traced.
+  assert "tau_tr must be > 0, got 0" in update(trace, spikes, dt=1, tau_tr=0)[0].get()
+  assert "dt must be >= 0, got -1" in update(trace, spikes, dt=-1, tau_tr=2)[0].get()
+  # init's p_conn decides whether there is a weight_mask: an option.
+  err, state = expstdp.checked(expstdp.init)(jax.random.PRNGKey(0), (6, 4), p_conn=0.5, eta=1)
+  assert err.get() is None
+  np.testing.assert_array_equal(state.weight_mask,
+                                expstdp.init(jax.random.PRNGKey(0), (6, 4), p_conn=0.5).weight_mask)
+
+
 def test_checked_mode_under_vmap():
   states = jax.tree.map(lambda *x: jnp.stack(x), _state(seed=0), _state(seed=1))
   bad = states._replace(weights=states.weights.at[1, 0, 0].set(jnp.nan))

@@ -93,6 +93,8 @@ def checked(fn):
     err, state = evolve(state, params)
     err.throw()
   """
+  if not callable(fn):  # inspect's message would not say what checked takes
+    raise TypeError(f"checked takes a function (expstdp.evolve, say), got {fn!r}.")
   signature = inspect.signature(fn)
   base = fn
   while True:  # evolve_events with its capacities, or its jitted entry point, say

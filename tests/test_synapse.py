@@ -322,6 +322,9 @@ def test_checked_mode_checks_what_a_partial_holds_and_skips_static_options():
   assert err.get() is None  # a dtype and a function are options, not values
   err, out = expstdp.checked(expstdp.init)(jax.random.PRNGKey(0), [4, 3])  # a list: op by op
   assert err.get() is None and out.weights.shape == (4, 3)
+  with pytest.raises(TypeError, match=r"checked takes a function \(expstdp.evolve, say\), got "
+                     r"SynapseState"):
+    expstdp.checked(state)
 
 
 def test_describe_covers_every_field():

@@ -349,7 +349,7 @@ def _with_activity(state, params, **arrays):
       continue
     try:
       given[name] = jnp.asarray(x)
-    except TypeError:  # jax's message names no argument
+    except (TypeError, OverflowError):  # jax's message names no argument (an int over 2**63)
       raise TypeError(f"{name} must be an array of dtype {jnp.dtype(dtype).name}, got "
                       f"{type(x).__name__}.") from None
     check_for_state(name, given[name], np.shape(getattr(state, name)), dtype)

@@ -99,7 +99,7 @@ def _update(trace, spikes, dt_over_tau, a_delta, P_scale, gamma_tr, *, kind, n_n
   decayed = cast(gamma_tr) * trace * decay
   a_delta = cast(a_delta)
   if n_nearest_spikes > 0:
-    return decayed + spikes * (a_delta - trace / n_nearest_spikes)
+    return decayed + spikes * (a_delta - trace / cast(n_nearest_spikes))  # any int, as a float
   additive = decayed + spikes * a_delta
   gated = decayed * (1 - spikes) + spikes * cast(P_scale)
   return jnp.where(a_delta > 0, additive, gated)

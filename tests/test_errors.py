@@ -48,7 +48,7 @@ def test_compute_dW_rejects_mismatched_batches():
 def test_forward_rejects_bad_inputs():
   with pytest.raises(ValueError, match=r"inputs must have shape \(2, 4\)"):
     jax.jit(expstdp.forward)(STATE, PARAMS, jnp.ones((2, 3)))
-  for value in ("x", {"a": 1.0}, object()):  # jnp.asarray's errors named no argument
+  for value in ("x", {"a": 1.0}, object(), 10**30):  # jnp.asarray's errors named no argument
     with pytest.raises(TypeError, match=f"inputs must be an array of dtype float32, got "
                        f"{type(value).__name__}"):
       expstdp.forward(STATE, PARAMS, value)

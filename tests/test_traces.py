@@ -74,6 +74,9 @@ def test_bad_arguments():
   np.testing.assert_array_equal(
       traces.update(z + 0.5, s, dt=1.0, tau_tr=2.0, a_delta=1.0, n_nearest_spikes=np.int64(2)),
       traces.update(z + 0.5, s, dt=1.0, tau_tr=2.0, a_delta=1.0, n_nearest_spikes=2))
+  np.testing.assert_array_equal(  # an int past int32 (it overflowed), read as the float it is
+      traces.update(z + 0.5, s, dt=1.0, tau_tr=2.0, a_delta=1.0, n_nearest_spikes=10**30),
+      traces.update(z + 0.5, s, dt=1.0, tau_tr=2.0, a_delta=1.0, n_nearest_spikes=10**9))
   with pytest.raises(TypeError, match="trace must be a floating array, got dtype int32"):
     traces.update(z.astype(jnp.int32), z, dt=1.0, tau_tr=2.0)
   with pytest.raises(TypeError, match="trace must be a floating array, got list"):

@@ -1,5 +1,6 @@
 """Saving and loading trained synapses: a versioned `.npz` with nothing pickled."""
 
+import io
 import json
 import os
 import zipfile
@@ -9,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from expstdp.eager import traced
 from expstdp.types import ExpSTDPParams, SynapseState
 from expstdp.validation import check_param_values, check_state, dtype_of, validate_params
 
@@ -33,6 +35,10 @@ def save(path, state: SynapseState, params: ExpSTDPParams) -> None:
   dtype, or a member's invalid hyperparameters."""
   if not isinstance(state, SynapseState) or not isinstance(params, ExpSTDPParams):
     raise TypeError("save(path, state, params) takes an expstdp.SynapseState and ExpSTDPParams.")
+  path = _path_or_file(path, writing=True)
+  if traced(state, params):  # numpy's message would name no argument
+    raise TypeError("save writes values, and it was given traced ones: call it outside jit, "
+                    "vmap, scan and grad, on the state they return.")
   _check_synapse(state, params)  # never write a file that load would reject
   arrays, dtypes = {}, {}
   for prefix, tree in (("state", state), ("params", params)):
@@ -53,12 +59,12 @@ def load(path) -> tuple[SynapseState, ExpSTDPParams]:
   `jax_enable_x64` is on (JAX would narrow it to float32); OSError, as
   `open` does, for a path that cannot be read. `path` may also be a binary
   file object open for reading, as `save` takes one."""
-  is_file = hasattr(path, "read")
+  path = _path_or_file(path, writing=False)
+  is_file = not isinstance(path, str)
   if is_file:
     source, start = path, path.tell()
     path = getattr(source, "name", type(source).__name__)  # for the messages
   else:
-    path = os.fspath(path)
     if not os.path.exists(path) and os.path.exists(path + ".npz"):  # as save named it
       path += ".npz"
     open(path, "rb").close()
@@ -124,6 +130,20 @@ def load(path) -> tuple[SynapseState, ExpSTDPParams]:
   except (TypeError, ValueError) as e:
     raise ValueError(f"{path} holds an inconsistent synapse: {e}") from e
   return state, params
+
+
+def _path_or_file(path, writing: bool):
+  """`path` as a str, or the binary file object given."""
+  if hasattr(path, "write" if writing else "read"):
+    if isinstance(path, io.TextIOBase):  # else: "write() argument must be str", or "not a .npz"
+      raise TypeError(f"path must be a file object open in binary mode "
+                      f"('{'wb' if writing else 'rb'}'), got a text one.")
+    return path
+  try:
+    return os.fsdecode(path)  # bytes too, as open takes them
+  except TypeError:
+    raise TypeError(f"path must be a file path or a binary file object open for "
+                    f"{'writing' if writing else 'reading'}, got {type(path).__name__}.") from None
 
 
 def _check_synapse(state, params):

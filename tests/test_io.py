@@ -58,6 +58,28 @@ def test_round_trip_through_a_file_object():
     expstdp.load(io.BytesIO(buffer.getvalue()[len(b"header"):-100]))
 
 
+def test_paths_of_bytes_and_what_is_no_path(tmp_path):
+  state = expstdp.init(jax.random.PRNGKey(0), (5, 4), eta=0.1)
+  expstdp.save(bytes(tmp_path / "syn"), state, PARAMS)  # as open takes them
+  _assert_same(expstdp.load(bytes(tmp_path / "syn.npz"))[0], state)
+  for path in (None, 3):  # "expected str, bytes or os.PathLike object", naming nothing
+    with pytest.raises(TypeError, match="path must be a file path or a binary file object open "
+                       f"for writing, got {type(path).__name__}"):
+      expstdp.save(path, state, PARAMS)
+    with pytest.raises(TypeError, match="path must be a file path or a binary file object open "
+                       f"for reading, got {type(path).__name__}"):
+      expstdp.load(path)
+  # In text mode: "write() argument must be str", or "not a .npz (zip) archive".
+  with open(tmp_path / "text", "w") as f, pytest.raises(TypeError, match=r"binary mode \('wb'\)"):
+    expstdp.save(f, state, PARAMS)
+  with open(tmp_path / "syn.npz") as f, pytest.raises(TypeError, match=r"binary mode \('rb'\)"):
+    expstdp.load(f)
+  with pytest.raises(TypeError, match="save writes values, and it was given traced ones"):
+    jax.jit(lambda w: expstdp.save(tmp_path / "t", state._replace(weights=w), PARAMS))(
+        state.weights)
+  assert not (tmp_path / "t.npz").exists() and not (tmp_path / "text").read_bytes()
+
+
 def test_round_trip_of_a_population(tmp_path):
   states = jax.vmap(lambda k: expstdp.init(k, (5, 4)))(jax.random.split(jax.random.PRNGKey(1), 3))
   params = jax.tree.map(lambda x: jnp.full(3, x, jnp.float32), PARAMS)

@@ -503,7 +503,10 @@ def main(argv=None):
   key = jax.random.key(args.seed)
 
   if args.mnist:
-    Xtr, Xte, ytr, yte = load_mnist(args.mnist)
+    try:
+      Xtr, Xte, ytr, yte = load_mnist(args.mnist)
+    except (OSError, ValueError) as e:  # a user's folder: a usage error, not a traceback
+      parser.error(f"--mnist {args.mnist}: {e}")
     side, data = 28, f"MNIST from {args.mnist}"
   else:
     Xtr, Xte, ytr, yte = load_digits_split()

@@ -129,6 +129,17 @@ def test_counts_too_small_are_refused_by_name(capsys):
     assert f"{flag} must be at least {minimum}, got -1" in capsys.readouterr().err
 
 
+def test_a_folder_without_mnist_is_a_usage_error(tmp_path, capsys):
+  with pytest.raises(SystemExit):
+    dc.main(["--mnist", str(tmp_path)])
+  assert f"--mnist {tmp_path}: {tmp_path} has no train-images-idx3-ubyte (or " in (
+      capsys.readouterr().err)
+  (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x01\x02")
+  with pytest.raises(SystemExit):
+    dc.main(["--mnist", str(tmp_path)])
+  assert "is not an IDX file (bad magic number)" in capsys.readouterr().err
+
+
 def test_mnist_path_learns_28x28_images(tmp_path):
   # The --mnist path end to end, with the hyperparameters it scales to 784
   # inputs (before they were scaled, it scored ~0.2 here), on part of the

@@ -140,11 +140,19 @@ def main():
   parser.add_argument("--scans-only", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--json", default="results/gpu_probe.json")
   args = parser.parse_args()
+  try:
+    sizes = [int(n) for n in args.sizes.split(",")]
+  except ValueError:
+    sizes = []
+  if not sizes or min(sizes) < 1:
+    parser.error(f"--sizes must be positive ints separated by commas, got {args.sizes!r}")
+  if args.batch < 1:
+    parser.error(f"--batch must be at least 1, got {args.batch}")
   rng = np.random.default_rng(0)
   if args.scans_only:  # a child process with XLA_FLAGS
     return scans(rng)
   print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}")
-  calls([int(n) for n in args.sizes.split(",")], rng)
+  calls(sizes, rng)
   precision(args.batch, rng)
   scans(rng)
   children = {}

@@ -51,3 +51,14 @@ def test_quick_dispatch_benchmark_runs_every_setting(tmp_path):
   assert ran_under["default"]["async_dispatch"] and not ran_under["synchronous"]["async_dispatch"]
   if "one core" in ran_under:  # Linux
     assert ran_under["one core"]["cpus"] == 1 and ran_under["one core, synchronous"]["cpus"] == 1
+
+
+def test_bad_options_are_usage_errors():
+  for script, options, message in (
+      ("gpu_probe.py", ["--sizes", "4096,x"], "--sizes must be positive ints separated by commas"),
+      ("gpu_probe.py", ["--batch", "0"], "--batch must be at least 1, got 0"),
+      ("sharding.py", ["--devices", "-2"], "--devices must be 0 (the real devices) or more"),
+      ("dispatch.py", ["--rounds", "0"], "--rounds must be at least 1, got 0")):
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *options],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and message in run.stderr, (script, run.stderr[-500:])

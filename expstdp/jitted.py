@@ -120,7 +120,8 @@ def _lookup(params, dtype, x64):
   # ~2 us for each new params object.
   try:
     doubles = _DOUBLES.pack(*params)
-  except struct.error:  # an int too large for a double: the function names the problem
+  except struct.error:  # an int too large for a double, which jit would refuse unnamed
+    validate_params(params, dtype)
     return params
   return _converted(params, jnp.dtype(dtype), (types, doubles, x64))
 

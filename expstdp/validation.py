@@ -218,10 +218,22 @@ def is_real(value) -> bool:
   return jnp.issubdtype(kind, jnp.number) and not jnp.issubdtype(kind, jnp.complexfloating)
 
 
+def check_held(name: str, x) -> None:
+  """Raises for a Python int too large for the array jit makes of it (int32,
+  int64 with jax_enable_x64), which jit would meet with an OverflowError
+  that names no argument, or numpy with a TypeError from isfinite."""
+  if type(x) is int:
+    bits = 64 if jax.config.jax_enable_x64 else 32
+    if not -2 ** (bits - 1) <= x < 2 ** (bits - 1):
+      raise ValueError(f"{name} must be a float or an int that int{bits} holds, got an int of "
+                       f"{x.bit_length()} bits: write it as a float.")
+
+
 def check_real(name: str, x, expected: str = "a real number") -> None:
   """Raises unless `x` is a real number or array, finite where concrete."""
   if not is_real(x):
     raise TypeError(f"{name} must be {expected}, got {x!r}.")
+  check_held(name, x)
   value = concrete_value(x)
   if value is not None and not np.isfinite(value).all():
     raise ValueError(f"{name} must be finite, got {x!r}.")
@@ -246,7 +258,7 @@ def validate_params(params: ExpSTDPParams, dtype=jnp.float32) -> None:
   except TypeError:  # numpy's message names no argument
     raise TypeError(f"dtype must be a floating dtype (the weights'), got {dtype!r}.") from None
   if all(type(v) in (float, int) for v in params):  # the common case, once per set of values
-    _check_numbers(tuple(params), dtype)
+    _check_numbers(tuple(params), dtype, jax.config.jax_enable_x64)
     return
   last = _valid_arrays  # read once: another thread may replace it
   if last[0] is params and last[1] == dtype:  # the same jax arrays, which are immutable
@@ -262,7 +274,8 @@ def validate_params(params: ExpSTDPParams, dtype=jnp.float32) -> None:
   # As numpy scalars, which hash: arrays (those `load` gives, say) are then
   # checked once per set of values too, not in ~0.2 ms on every call.
   values = (concrete_value(v) for v in params)
-  _check_numbers(tuple(None if v is None else v[()] for v in values), dtype)
+  _check_numbers(tuple(None if v is None else v[()] for v in values), dtype,
+                 jax.config.jax_enable_x64)
   if all(isinstance(v, jax.Array) and not isinstance(v, jax.core.Tracer) for v in params):
     _valid_arrays = (params, dtype)  # held, so that its id is not reused
 
@@ -271,7 +284,9 @@ _valid_arrays = (None, None)  # the last params of jax arrays that validate_para
 
 
 @functools.lru_cache(maxsize=256)  # raising is not cached: bad values raise every time
-def _check_numbers(values: tuple, dtype) -> None:
+def _check_numbers(values: tuple, dtype, x64: bool) -> None:
+  for name, value in zip(ExpSTDPParams._fields, values):
+    check_held(f"params.{name}", value)  # which depends on x64
   check_param_values(dict(zip(ExpSTDPParams._fields, values)), dtype)
 
 

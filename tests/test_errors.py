@@ -104,8 +104,14 @@ def test_inconsistent_state_is_named():
       for fn in (entry_point, getattr(expstdp, entry_point.__name__)):
         with pytest.raises(TypeError, match="params.A_plus must be a real number"):
           fn(STATE, PARAMS._replace(A_plus=value))
-    with pytest.raises(OverflowError):
-      entry_point(STATE, PARAMS._replace(A_plus=10**400))
+    # Ints past what jit makes of them (int32) met OverflowError or isfinite's TypeError.
+    bits = 64 if jax.config.jax_enable_x64 else 32
+    for value in (10**400, 2**63, 2**(bits - 1), -2**(bits - 1) - 1):
+      for fn in (entry_point, getattr(expstdp, entry_point.__name__)):
+        with pytest.raises(ValueError, match=f"params.A_plus must be a float or an int that "
+                           f"int{bits} holds, got an int of {abs(value).bit_length()} bits"):
+          fn(STATE, PARAMS._replace(A_plus=value))
+    entry_point(jax.tree.map(jnp.copy, STATE), PARAMS._replace(A_plus=2**(bits - 1) - 1))
 
 
 @pytest.mark.parametrize("change, pattern", [

@@ -68,6 +68,8 @@ def test_bad_arguments():
       traces.update(z, z, dt=1.0, tau_tr=tau)
   with pytest.raises(ValueError, match="dt must be >= 0, got -1.0"):
     traces.update(z, z, dt=-1.0, tau_tr=2.0)
+  with pytest.raises(ValueError, match="a_delta must be a float or an int that int"):
+    traces.update(z, z, dt=1.0, tau_tr=2.0, a_delta=2**64)  # was jit's OverflowError
   with pytest.raises(ValueError, match="n_nearest_spikes must be a static int"):
     traces.update(z, z, dt=1.0, tau_tr=2.0, n_nearest_spikes=True)
   s = jnp.asarray([[1.0, 0.0, 1.0]])  # a numpy int is an int too
@@ -76,7 +78,7 @@ def test_bad_arguments():
       traces.update(z + 0.5, s, dt=1.0, tau_tr=2.0, a_delta=1.0, n_nearest_spikes=2))
   np.testing.assert_array_equal(  # an int past int32 (it overflowed), read as the float it is
       traces.update(z + 0.5, s, dt=1.0, tau_tr=2.0, a_delta=1.0, n_nearest_spikes=10**30),
-      traces.update(z + 0.5, s, dt=1.0, tau_tr=2.0, a_delta=1.0, n_nearest_spikes=10**9))
+      traces.update(z + 0.5, s, dt=1.0, tau_tr=2.0, a_delta=1.0, n_nearest_spikes=10**20))
   with pytest.raises(TypeError, match="trace must be a floating array, got dtype int32"):
     traces.update(z.astype(jnp.int32), z, dt=1.0, tau_tr=2.0)
   with pytest.raises(TypeError, match="trace must be a floating array, got list"):

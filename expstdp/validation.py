@@ -271,6 +271,7 @@ def validate_params(params: ExpSTDPParams, dtype=jnp.float32) -> None:
       )
     if not is_real(value):
       raise TypeError(f"params.{name} must be a real number, got {value!r}.")
+    check_held(f"params.{name}", value)  # a Python int among arrays
   # As numpy scalars, which hash: arrays (those `load` gives, say) are then
   # checked once per set of values too, not in ~0.2 ms on every call.
   values = (concrete_value(v) for v in params)

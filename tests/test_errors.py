@@ -112,6 +112,8 @@ def test_inconsistent_state_is_named():
                            f"int{bits} holds, got an int of {abs(value).bit_length()} bits"):
           fn(STATE, PARAMS._replace(A_plus=value))
     entry_point(jax.tree.map(jnp.copy, STATE), PARAMS._replace(A_plus=2**(bits - 1) - 1))
+  with pytest.raises(ValueError, match="params.A_minus must be a float or an int that int"):
+    expstdp.evolve(STATE, PARAMS._replace(A_plus=jnp.float32(1), A_minus=2**(bits - 1)))  # mixed
 
 
 @pytest.mark.parametrize("change, pattern", [

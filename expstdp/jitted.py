@@ -163,6 +163,8 @@ def _in_place(fn, static_argnames=()):
   def call(state, params, *args, **kwargs):
     if not isinstance(state, SynapseState):
       check_state(state)  # raises the error that names what state should be
+    if not isinstance(params, ExpSTDPParams):
+      validate_params(params)  # the same for params
     # Under someone's jit, vmap, scan or grad there is no buffer to donate, and
     # a nested jit may not carry compiler options: the plain function is what
     # runs there anyway. Of the state only W is looked at: with W concrete and

@@ -97,6 +97,9 @@ def test_inconsistent_state_is_named():
   for entry_point in (expstdp.jitted.evolve, expstdp.jitted.forward):
     with pytest.raises(TypeError, match="state must be an expstdp.SynapseState"):
       entry_point(tuple(STATE), PARAMS)
+    for params in (None, 3, tuple(PARAMS)):  # None and 3: "object is not iterable"
+      with pytest.raises(TypeError, match="params must be an expstdp.ExpSTDPParams"):
+        entry_point(STATE, params)
     with pytest.raises(TypeError, match="state.weights must be an array, got list"):
       entry_point(STATE._replace(weights=STATE.weights.tolist()), PARAMS)
     # Params the number cache cannot hold get the plain functions' errors.

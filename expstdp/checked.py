@@ -61,14 +61,16 @@ def _check_trace_values(arguments) -> None:
 _DATA = (jax.Array, np.ndarray, float, complex, np.floating, np.complexfloating)
 
 
-def _is_data(x, annotation) -> bool:
+def _is_data(x, annotation, own: bool) -> bool:
   """Whether a compiled checked call takes `x` as traced values: arrays and
-  floating numbers, also in pytrees, and ints given for a value (`tau_tr=20`,
-  or `A_plus=1` in params), which as options would compile again for every
-  new int. An int is an option for a parameter annotated `int` (a capacity
-  such as `max_pre`), and so are ints in other containers (a shape)."""
+  floating numbers, also in pytrees, and ints in params (`A_plus=1`) or given
+  to an expstdp function for a value (`tau_tr=20`), which as options would
+  compile again for every new int. There an int is an option for a parameter
+  annotated `int` (a capacity such as `max_pre`); for a function of the
+  user's, every int is (a size, a number of steps), and so are ints in other
+  containers (a shape)."""
   if is_int(x):
-    return annotation not in (int, "int")
+    return own and annotation not in (int, "int")
   leaves = jax.tree.leaves(x)
   in_synapse = isinstance(x, (ExpSTDPParams, SynapseState))
   return bool(leaves) and all(
@@ -87,7 +89,8 @@ def checked(fn):
   `error.get()` for the message or None). Called eagerly it runs compiled,
   once per shape and set of static options: arguments that are not numbers
   or arrays, ints for a parameter annotated `int` (a capacity), and init's
-  `p_conn`. It composes with `jax.jit`:
+  `p_conn`; wrapping a function of your own, every int. It composes with
+  `jax.jit`:
 
     evolve = jax.jit(expstdp.checked(expstdp.evolve))
     err, state = evolve(state, params)
@@ -127,6 +130,7 @@ def checked(fn):
 
   checkified = checkify.checkify(with_checks, errors=checkify.user_checks)
   compiled = {}  # one jit per set of static options
+  own = getattr(base, "__module__", "").startswith("expstdp.")  # annotated with care
   named = {name: p.annotation for name, p in signature.parameters.items()}
   positional = list(named.values())
   # A number that decides the shape of what init returns (whether it has a
@@ -142,9 +146,9 @@ def checked(fn):
     # argument that is not data (a capacity, a shape, a dtype, a function)
     # static.
     options = (tuple(i for i, x in enumerate(args)
-                     if not _is_data(x, positional[i] if i < len(positional) else None)),
+                     if not _is_data(x, positional[i] if i < len(positional) else None, own)),
                tuple(sorted(name for name, x in kwargs.items()
-                            if name in shaping or not _is_data(x, named.get(name)))))
+                            if name in shaping or not _is_data(x, named.get(name), own))))
     try:
       hash(tuple(args[i] for i in options[0]) + tuple(kwargs[name] for name in options[1]))
     except TypeError:  # an option jit cannot hold (a list, say): op by op

@@ -257,6 +257,9 @@ def test_checked_mode_takes_ints_for_values_as_values():
   # What traces.update refuses where concrete, checked where traced.
   assert "tau_tr must be > 0, got 0" in update(trace, spikes, dt=1, tau_tr=0)[0].get()
   assert "dt must be >= 0, got -1" in update(trace, spikes, dt=-1, tau_tr=2)[0].get()
+  # A function of the user's keeps its ints static (a size, a number of steps).
+  err, out = expstdp.checked(lambda n, x: jnp.full(n, x))(3, 0.5)
+  assert err.get() is None and out.shape == (3,)
   # init's p_conn decides whether there is a weight_mask: an option.
   err, state = expstdp.checked(expstdp.init)(jax.random.PRNGKey(0), (6, 4), p_conn=0.5, eta=1)
   assert err.get() is None

@@ -133,12 +133,13 @@ def evolve_events(state: SynapseState, params: ExpSTDPParams, *, max_pre: int, m
   """`evolve`, computing only the rows of pre-synaptic neurons that spiked and
   the columns of post-synaptic neurons that spiked (in any batch element).
 
-  Returns the same state as `evolve` (weights to rounding, d_weights equal
-  to a compiled evolve's; with a batch and rows of 4096 or more, only under
-  `jitted.compiler_options`; from a batch of 4, to rounding: past 4 dW's
-  sum over the batch is a matrix product, whose order of summation XLA
-  picks by shape, and at 4 a rare weight rounds its sum of eight products
-  differently) provided that every weight already lies in
+  Returns the same state as `evolve` (weights to rounding, d_weights for
+  0/1 spikes equal to a compiled evolve's; with a batch and rows of 4096 or
+  more, only under `jitted.compiler_options`; from a batch of 4, to
+  rounding: past 4 dW's sum over the batch is a matrix product, whose order
+  of summation XLA picks by shape, and at 4 a rare weight rounds its sum of
+  eight products differently; for spikes of other values, whose products
+  round, to an ulp) provided that every weight already lies in
   [w_eps, w_bound - w_eps] or is masked to 0 (true after any evolve;
   `clip_weights` makes it true) and that spikes and traces are finite.
   Weights outside the active rows and columns are neither read nor written.

@@ -71,6 +71,20 @@ def test_evolve_events_equals_evolve(seed, batch, rate, p_conn, tau_w, capacity)
   np.testing.assert_array_equal(without.d_weights, state.d_weights)
 
 
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31), sign=st.sampled_from([1.0, -1.0]))
+def test_spikes_of_other_values_give_what_evolve_gives_to_an_ulp(seed, sign):
+  """Spikes scaled by real values: active where non-zero; their products
+  round, so dW's sums may round differently than the dense evolve's."""
+  state, act = _case(seed, 2, 0.2, 1.0)
+  scale = np.random.default_rng(seed).uniform(0.1, 2.0, (2, N + M)).astype(np.float32) * sign
+  act = dict(act, pre_spike=act["pre_spike"] * scale[:, :N], post_spike=act["post_spike"] * scale[:, N:])
+  expected = dense_evolve(state, PARAMS, **act)
+  got = event_evolve(state, PARAMS, max_pre=64, max_post=64, **act)
+  np.testing.assert_allclose(got.weights, expected.weights, rtol=0, atol=1e-6)
+  np.testing.assert_allclose(got.d_weights, expected.d_weights, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, jnp.bfloat16])
 def test_event_driven_functions_run_with_x64_and_strict_promotion(dtype):
   """With jax_enable_x64 the loops count in int64, and the search for active

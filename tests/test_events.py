@@ -78,7 +78,8 @@ def test_spikes_of_other_values_give_what_evolve_gives_to_an_ulp(seed, sign):
   round, so dW's sums may round differently than the dense evolve's."""
   state, act = _case(seed, 2, 0.2, 1.0)
   scale = np.random.default_rng(seed).uniform(0.1, 2.0, (2, N + M)).astype(np.float32) * sign
-  act = dict(act, pre_spike=act["pre_spike"] * scale[:, :N], post_spike=act["post_spike"] * scale[:, N:])
+  act = dict(act, pre_spike=act["pre_spike"] * scale[:, :N],
+             post_spike=act["post_spike"] * scale[:, N:])
   expected = dense_evolve(state, PARAMS, **act)
   got = event_evolve(state, PARAMS, max_pre=64, max_post=64, **act)
   np.testing.assert_allclose(got.weights, expected.weights, rtol=0, atol=1e-6)

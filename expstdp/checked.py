@@ -65,9 +65,9 @@ def _is_data(x, annotation, own: bool) -> bool:
   """Whether a compiled checked call takes `x` as traced values: arrays and
   floating numbers, also in pytrees, and ints in params (`A_plus=1`) or given
   to an expstdp function for a value (`tau_tr=20`), which as options would
-  compile again for every new int. There an int is an option for a parameter
-  annotated `int` (a capacity such as `max_pre`); for a function of the
-  user's, every int is (a size, a number of steps), and so are ints in other
+  compile again for every new int. An int is an option where its parameter
+  is annotated `int` (a capacity such as `max_pre`) and wherever the
+  function is the user's (a size, a number of steps); so are ints in other
   containers (a shape)."""
   if is_int(x):
     return own and annotation not in (int, "int")

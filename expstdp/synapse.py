@@ -167,9 +167,14 @@ def init(
 def _check_finite(name, x):
   """Where concrete. A NaN weight would stay NaN through every evolve (the
   clip keeps it), and an infinite one would become w_bound - w_eps unseen."""
-  finite = jnp.all(jnp.isfinite(x))
+  finite = _all_finite(x)
   if not isinstance(finite, jax.core.Tracer) and not finite:
     raise ValueError(f"{name} returned non-finite values (NaN or inf).")
+
+
+@compiled  # one program per shape, not one for isfinite and one for all
+def _all_finite(x):
+  return jnp.all(jnp.isfinite(x))
 
 
 def _scalar(x, dtype) -> jax.Array:

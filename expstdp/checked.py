@@ -3,6 +3,7 @@ under `jit`, `vmap` and `scan` (via `jax.experimental.checkify`)."""
 
 import functools
 import inspect
+from typing import Callable, ParamSpec, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +59,8 @@ def _check_trace_values(arguments) -> None:
   checkify.check(jnp.all(dt >= 0), "dt must be >= 0, got {}", dt)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 _DATA = (jax.Array, np.ndarray, float, complex, np.floating, np.complexfloating)
 
 
@@ -77,7 +80,7 @@ def _is_data(x, annotation, own: bool) -> bool:
       isinstance(leaf, _DATA) or (in_synapse and is_int(leaf)) for leaf in leaves)
 
 
-def checked(fn):
+def checked(fn: Callable[_P, _R]) -> Callable[_P, tuple[checkify.Error, _R]]:
   """Wraps an expstdp function so that every call checks, at run time, that
   all its floating inputs and outputs are finite and that the hyperparameter
   values are valid (see `validate_params`), naming the offending field
@@ -138,7 +141,7 @@ def checked(fn):
   shaping = ("p_conn",) if base is synapse.init else ()
 
   @functools.wraps(fn)
-  def call(*args, **kwargs):
+  def call(*args: _P.args, **kwargs: _P.kwargs) -> tuple[checkify.Error, _R]:
     if traced(args, kwargs):
       return checkified(*args, **kwargs)
     # Eagerly, checkify would run its program op by op (a 784x400 evolve took

@@ -19,6 +19,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from expstdp.validation import check_real, check_static_bool, concrete_value, is_int
 
@@ -104,7 +105,7 @@ def _check_shape(shape, who):
     raise ValueError(f"{who} needs a shape with at least 2 dimensions, got {tuple(shape)}.")
 
 
-def constant(value: float, **modifiers):
+def constant(value: ArrayLike, **modifiers):
   """Every weight equal to `value`."""
   _check_numbers(value=value)
   _check_modifiers(modifiers)
@@ -114,7 +115,7 @@ def constant(value: float, **modifiers):
   return init
 
 
-def uniform(low: float = 0.0, high: float = 1.0, **modifiers):
+def uniform(low: ArrayLike = 0.0, high: ArrayLike = 1.0, **modifiers):
   """U[low, high), drawn as ngclearn does (the key is split once first)."""
   _check_numbers(low=low, high=high)
   _check_order("low", low, "high", high)
@@ -126,7 +127,7 @@ def uniform(low: float = 0.0, high: float = 1.0, **modifiers):
   return init
 
 
-def gaussian(mean: float = 0.0, std: float = 1.0, **modifiers):
+def gaussian(mean: ArrayLike = 0.0, std: ArrayLike = 1.0, **modifiers):
   """mean + std * N(0, 1), drawn as ngclearn does."""
   _check_numbers(mean=mean, std=std)
   if (v := concrete_value(std)) is not None and np.any(v < 0):

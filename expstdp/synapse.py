@@ -13,9 +13,12 @@ where W - W / tau_w is computed as W * (1 - 1 / tau_w). Nothing here is
 jitted: callers choose `jax.jit`, `vmap` and `scan`.
 """
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from expstdp import backend, initializers
 from expstdp.eager import compiled
@@ -34,14 +37,14 @@ _MAX_BROADCAST_ROWS = 8
 
 def init(
     key: jax.Array,
-    shape: tuple[int, int],
+    shape: Sequence[int],
     *,
     batch_size: int = 1,
     weight_init=None,
     bias_init=None,
     p_conn: float = 1.0,
     weight_mask=None,
-    eta: float = 1.0,
+    eta: ArrayLike = 1.0,
     dtype=jnp.float32,
 ) -> SynapseState:
   """Creates the state of an (n_pre, n_post) synapse.

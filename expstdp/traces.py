@@ -12,6 +12,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from expstdp.eager import compiled
 from expstdp.validation import check_array, check_real, concrete_value, is_int
@@ -43,8 +44,9 @@ def _check_numbers(shape, **values):
                        f"{shape}, got shape {np.shape(x)}.")
 
 
-def update(trace: jax.Array, spikes: jax.Array, *, dt, tau_tr, a_delta=0.0, P_scale=1.0,
-           gamma_tr=1.0, decay_type: str = "exp", n_nearest_spikes: int = 0) -> jax.Array:
+def update(trace: ArrayLike, spikes: ArrayLike, *, dt: ArrayLike, tau_tr: ArrayLike,
+           a_delta: ArrayLike = 0.0, P_scale: ArrayLike = 1.0, gamma_tr: ArrayLike = 1.0,
+           decay_type: str = "exp", n_nearest_spikes: int = 0) -> jax.Array:
   """One step of a spike trace; returns the new trace.
 
   Args:

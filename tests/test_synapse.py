@@ -196,7 +196,9 @@ def test_checked_mode_runs_under_disable_jit():
     assert err.get() is None
     err, _ = expstdp.checked(expstdp.evolve)(state._replace(weights=state.weights.at[0, 0].set(-1e3)),
                                              PARAMS._replace(exp_beta=1.0))
-  np.testing.assert_array_equal(out.weights, expstdp.evolve(state, PARAMS).weights)
+  # Op by op, rounding may differ from the compiled evolve's (README; 2 ulp in one weight on
+  # jax 0.11.2).
+  np.testing.assert_allclose(out.weights, expstdp.evolve(state, PARAMS).weights, rtol=0, atol=1e-6)
   assert "evolve output" in err.get()
 
 

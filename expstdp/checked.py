@@ -3,7 +3,8 @@ under `jit`, `vmap` and `scan` (via `jax.experimental.checkify`)."""
 
 import functools
 import inspect
-from typing import Callable, ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import jax
 import jax.numpy as jnp

@@ -220,8 +220,11 @@ def _compiled_chunk(steps, plastic):
 def assign(counts, labels, n_classes=10):
   """Each neuron's class: the one it fired most for, on average per image;
   -1 (no class, no vote) for a neuron that never fired, as in Diehl & Cook's
-  code (an argmax of zeros would give it class 0 and dilute class 0's vote)."""
-  per_class = np.stack([counts[labels == c].mean(axis=0) for c in range(n_classes)])
+  code (an argmax of zeros would give it class 0 and dilute class 0's vote).
+  A class without images takes no neuron (the progress bar's first chunks
+  may lack one; its mean would be NaN and unassign every neuron)."""
+  per_class = np.stack([counts[labels == c].mean(axis=0) if np.any(labels == c)
+                        else np.zeros(counts.shape[1]) for c in range(n_classes)])
   return np.where(per_class.max(axis=0) > 0, np.argmax(per_class, axis=0), -1)
 
 

@@ -100,6 +100,9 @@ def test_readout_assigns_each_neuron_its_class_and_leaves_silent_ones_out():
   labels = np.array([0, 1, 2, 1])
   assignments = dc.assign(counts, labels, n_classes=3)
   np.testing.assert_array_equal(assignments, [1, 2, -1])
+  # A class without images (in the first chunks a progress bar scores) takes
+  # no neuron and leaves the others assigned; its mean was NaN for all.
+  np.testing.assert_array_equal(dc.assign(counts, labels, n_classes=4), [1, 2, -1])
   # Each image goes to the class whose neurons fired most; class 0 has none.
   np.testing.assert_array_equal(dc.predict(np.array([[3, 2, 0], [0, 1, 0]], float),
                                            assignments, n_classes=3), [1, 2])

@@ -5,6 +5,7 @@ adaptive threshold, lateral inhibition, traces and L1 weight normalisation.
   python benchmarks/diehl_cook_digits.py                 # 100 neurons, full run
   python benchmarks/diehl_cook_digits.py --neurons 400
   python benchmarks/diehl_cook_digits.py --quick         # a few hundred images, < 1 min
+  python benchmarks/diehl_cook_digits.py --seeds 5       # seeds 0-4 and their mean
   python benchmarks/diehl_cook_digits.py --mnist DIR     # the four MNIST IDX files
   python benchmarks/diehl_cook_digits.py --mnist DIR --train-images 10000  # a sixth of the time
 
@@ -369,6 +370,43 @@ def evaluate(nets, neurons, stdp, X, y, assignments, key, steps, tqdm, label):
   return [float(np.mean(predict(c, a) == y)) for c, a in zip(counts, assignments)], n
 
 
+def learn_and_test(seed, Xtr, ytr, Xte, yte, grid, steps, args, tqdm):
+  """The protocol for one seed: choose among `grid` on a validation split of
+  the training images, retrain the chosen setting on them all (with its
+  exp_beta and with 0), test once. Returns a dict of what it found."""
+  key = jax.random.key(seed)
+  of = f"seed {seed} " if args.seeds > 1 else ""  # for the progress bars
+  # 1. Choose hyperparameters on a validation split of the training images.
+  from sklearn.model_selection import train_test_split
+  Xa, Xv, ya, yv = train_test_split(Xtr, ytr, test_size=0.23, stratify=ytr, random_state=0)
+  #    Each candidate trains --selection-draws times from its own initial
+  #    weights (the input spikes are common to all), all in one vmap, and is
+  #    scored by the mean: one training's score moves by +-2 points.
+  neurons, stdp = candidates(grid * args.selection_draws)
+  nets, assignments, _, _ = train_and_assign(jax.random.fold_in(key, 1), Xa, ya, args.neurons,
+                                             neurons, stdp, args.epochs, steps, tqdm, of + "select",
+                                             args.eta_decay)
+  draws, _ = evaluate(nets, neurons, stdp, Xv, yv, assignments, jax.random.fold_in(key, 2),
+                      steps, tqdm, of + "validation")
+  draws = np.reshape(draws, (args.selection_draws, len(grid)))
+  val = draws.mean(axis=0).tolist()
+  chosen = grid[int(np.argmax(val))]
+  print(f"validation accuracies: {[round(v, 4) for v in val]}; chosen: {chosen}")
+
+  # 2. Retrain the chosen setting on the whole training split, with the
+  #    exponential weight dependence and without it (exp_beta = 0), together.
+  pair = [chosen, dict(chosen, stdp=dict(chosen["stdp"], exp_beta=0.0))]
+  neurons, stdp = candidates(pair)
+  nets, assignments, epoch_s, sim_steps = train_and_assign(
+      jax.random.fold_in(key, 3), Xtr, ytr, args.neurons, neurons, stdp, args.epochs, steps, tqdm,
+      of + "final", args.eta_decay)
+  (test, test_beta0), n = evaluate(nets, neurons, stdp, Xte, yte, assignments,
+                                   jax.random.fold_in(key, TEST_KEY), steps, tqdm, of + "test")
+  return dict(nets=nets, neurons=neurons, stdp=stdp, assignments=assignments, test=test,
+              test_beta0=test_beta0, chosen=chosen, val=val, draws=draws, epoch_s=epoch_s,
+              sim_steps=sim_steps + n, validation_images=len(Xv), selection_images=len(Xa))
+
+
 def baselines(Xtr, ytr, Xte, yte, n_clusters, seed=0):
   from sklearn.cluster import KMeans
   from sklearn.linear_model import LogisticRegression
@@ -478,13 +516,16 @@ def main(argv=None):
                       help="factor on the learning rate after every epoch")
   parser.add_argument("--selection-draws", type=int, default=SELECTION_DRAWS,
                       help="trainings per candidate on the validation split, scores averaged")
+  parser.add_argument("--seeds", type=int, default=1, metavar="K",
+                      help="run the whole protocol for seeds --seed .. --seed + K - 1 and report "
+                           "the mean test accuracy (--save keeps the network of --seed)")
   args = parser.parse_args(argv)
   # The validation split (23% of the training images, stratified) needs a
   # few images of every class.
   # A negative seed reaches k-means' random_state, which refuses it only
   # after the whole training; a negative eta factor would unlearn.
-  least = dict(neurons=1, epochs=1, selection_draws=1, train_images=100, test_images=1, seed=0,
-               eta_decay=0.0)
+  least = dict(neurons=1, epochs=1, selection_draws=1, seeds=1, train_images=100, test_images=1,
+               seed=0, eta_decay=0.0)
   for flag, minimum in least.items():
     value = getattr(args, flag)
     if value is not None and value < minimum:
@@ -492,6 +533,8 @@ def main(argv=None):
   for flag in ("save", "load"):  # PATH.npz, the file that --save writes, names PATH too
     if (value := getattr(args, flag)) and value.endswith(".npz"):
       setattr(args, flag, value[:-len(".npz")])
+  if args.load and args.seeds > 1:
+    parser.error("--load evaluates one saved network: --seeds does not apply")
   if args.load:
     missing = [path for path in (args.load + ".npz", args.load + NETWORK_SUFFIX)
                if not pathlib.Path(path).is_file()]
@@ -541,33 +584,15 @@ def main(argv=None):
     _write(args.json, result)
     return result
 
-  # 1. Choose hyperparameters on a validation split of the training images.
-  from sklearn.model_selection import train_test_split
-  Xa, Xv, ya, yv = train_test_split(Xtr, ytr, test_size=0.23, stratify=ytr, random_state=0)
-  #    Each candidate trains --selection-draws times from its own initial
-  #    weights (the input spikes are common to all), all in one vmap, and is
-  #    scored by the mean: one training's score moves by +-2 points.
-  neurons, stdp = candidates(grid * args.selection_draws)
-  nets, assignments, _, _ = train_and_assign(jax.random.fold_in(key, 1), Xa, ya, args.neurons,
-                                             neurons, stdp, args.epochs, steps, tqdm, "select",
-                                             args.eta_decay)
-  draws, _ = evaluate(nets, neurons, stdp, Xv, yv, assignments, jax.random.fold_in(key, 2),
-                      steps, tqdm, "validation")
-  draws = np.reshape(draws, (args.selection_draws, len(grid)))
-  val = draws.mean(axis=0).tolist()
-  chosen = grid[int(np.argmax(val))]
-  print(f"validation accuracies: {[round(v, 4) for v in val]}; chosen: {chosen}")
-
-  # 2. Retrain the chosen setting on the whole training split, with the
-  #    exponential weight dependence and without it (exp_beta = 0), together.
-  pair = [chosen, dict(chosen, stdp=dict(chosen["stdp"], exp_beta=0.0))]
-  neurons, stdp = candidates(pair)
-  nets, assignments, epoch_s, sim_steps = train_and_assign(
-      jax.random.fold_in(key, 3), Xtr, ytr, args.neurons, neurons, stdp, args.epochs, steps, tqdm,
-      "final", args.eta_decay)
-  (test, test_beta0), n = evaluate(nets, neurons, stdp, Xte, yte, assignments,
-                                   jax.random.fold_in(key, TEST_KEY), steps, tqdm, "test")
-  sim_steps += n
+  # One training's accuracy moves by 1-2 points with the seed: --seeds K
+  # repeats the whole protocol (choice included) for K seeds and reports the
+  # mean. The compiled programs are shared, so a seed costs only its run.
+  seeds = list(range(args.seed, args.seed + args.seeds))
+  runs = [learn_and_test(seed, Xtr, ytr, Xte, yte, grid, steps, args, tqdm)
+          for seed in seeds]
+  run = runs[0]  # the run of --seed: what --save keeps and the pictures show
+  nets, neurons, stdp, assignments = run["nets"], run["neurons"], run["stdp"], run["assignments"]
+  test, test_beta0 = run["test"], run["test_beta0"]
   train_s = time.time() - t0
 
   base = baselines(Xtr, ytr, Xte, yte, args.neurons, args.seed)
@@ -585,21 +610,32 @@ def main(argv=None):
         **{k: float(v) for k, v in take(stdp, 0)._asdict().items()}}
   result.update(
       test_accuracy=test, test_accuracy_exp_beta_0=test_beta0, epochs=args.epochs,
-      validation_accuracies=dict(zip([json.dumps(g) for g in grid], val)),
-      validation_accuracies_per_draw=draws.tolist(),
-      chosen_by=f"validation split: {len(Xv)} of the {len(Xtr)} training images "
-                f"(trained on the other {len(Xa)}), mean over {args.selection_draws} draws; "
-                f"the test split was used once",
-      hyperparameters=hp, baselines=base, epoch_seconds=epoch_s,
+      validation_accuracies=dict(zip([json.dumps(g) for g in grid], run["val"])),
+      validation_accuracies_per_draw=run["draws"].tolist(),
+      chosen_by=f"validation split: {run['validation_images']} of the {len(Xtr)} training "
+                f"images (trained on the other {run['selection_images']}), mean over "
+                f"{args.selection_draws} draws; the test split was used once",
+      hyperparameters=hp, baselines=base, epoch_seconds=run["epoch_s"],
       epoch_seconds_note="the final run trains 2 networks at once (exp_beta as chosen, and 0)",
-      wall_s=time.time() - t0, simulated_steps_per_second=2 * sim_steps / train_s,
+      per_seed=[dict(seed=seed, test_accuracy=r["test"], test_accuracy_exp_beta_0=r["test_beta0"],
+                     chosen=r["chosen"]) for seed, r in zip(seeds, runs)],
+      test_accuracy_mean=float(np.mean([r["test"] for r in runs])),
+      test_accuracy_exp_beta_0_mean=float(np.mean([r["test_beta0"] for r in runs])),
+      wall_s=time.time() - t0,
+      simulated_steps_per_second=2 * sum(r["sim_steps"] for r in runs) / train_s,
       pictures=pics)
   print()
   print(f"{'model':48s} {'test accuracy':>14s}")
-  print(f"{'ExpSTDP network, ' + str(args.neurons) + ' neurons':48s} {test:14.4f}")
-  print(f"{'same, exp_beta = 0 (additive rule)':48s} {test_beta0:14.4f}")
+  for seed, r in zip(seeds, runs):
+    of = f", seed {seed}" if len(runs) > 1 else ""
+    print(f"{f'ExpSTDP network, {args.neurons} neurons{of}':48s} {r['test']:14.4f}")
+    print(f"{'same, exp_beta = 0 (additive rule)':48s} {r['test_beta0']:14.4f}")
+  if len(runs) > 1:
+    print(f"{f'mean over the {len(runs)} seeds':48s} {result['test_accuracy_mean']:14.4f}")
+    print(f"{'same, exp_beta = 0':48s} {result['test_accuracy_exp_beta_0_mean']:14.4f}")
   for name, acc in base.items():
     print(f"{name:48s} {acc:14.4f}")
+  epoch_s = run["epoch_s"]
   print(f"\nepochs {args.epochs}, seconds per epoch {['%.1f' % e for e in epoch_s]}, "
         f"wall {result['wall_s']:.0f} s, {result['simulated_steps_per_second']:.0f} simulated "
         f"steps/s (network-steps)")

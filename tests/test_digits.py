@@ -94,6 +94,23 @@ def test_quick_run_learns_and_a_saved_network_evaluates_the_same(tmp_path, capsy
   assert f"no {folder / 'net.network.json'}, which --save" in capsys.readouterr().err
 
 
+def test_several_seeds_are_the_runs_of_each_seed_and_their_mean(tmp_path, capsys):
+  small = ["--quick", "--neurons", "10", "--train-images", "120", "--test-images", "40",
+           "--pictures", str(tmp_path), "--json", str(tmp_path / "r.json")]
+  both = dc.main(small + ["--seed", "1", "--seeds", "2"])
+  alone = [dc.main(small + ["--seed", str(seed)]) for seed in (1, 2)]
+  assert [r["seed"] for r in both["per_seed"]] == [1, 2]
+  for key in ("test_accuracy", "test_accuracy_exp_beta_0"):
+    assert [r[key] for r in both["per_seed"]] == [r[key] for r in alone]
+    assert both[key + "_mean"] == pytest.approx(np.mean([r[key] for r in alone]))
+  # The top-level fields are --seed's run, the one --save keeps.
+  assert both["test_accuracy"] == alone[0]["test_accuracy"]
+  assert both["hyperparameters"] == alone[0]["hyperparameters"]
+  with pytest.raises(SystemExit):
+    dc.main(["--load", str(tmp_path / "net"), "--seeds", "2"])
+  assert "--seeds does not apply" in capsys.readouterr().err
+
+
 def test_readout_assigns_each_neuron_its_class_and_leaves_silent_ones_out():
   # Neuron 0 fires for class 1, neuron 1 for class 2, neuron 2 never fires.
   counts = np.array([[0, 3, 0], [4, 0, 0], [0, 5, 0], [2, 1, 0]], float)
@@ -119,8 +136,8 @@ def test_exemplar_baseline_is_nearest_neighbour_by_cosine_with_all_images():
 
 
 def test_counts_too_small_are_refused_by_name(capsys):
-  least = {"--neurons": 1, "--epochs": 1, "--selection-draws": 1, "--train-images": 100,
-           "--test-images": 1}
+  least = {"--neurons": 1, "--epochs": 1, "--selection-draws": 1, "--seeds": 1,
+           "--train-images": 100, "--test-images": 1}
   for flag, minimum in least.items():
     with pytest.raises(SystemExit):
       dc.main([flag, "0"])

@@ -95,7 +95,7 @@ def test_quick_run_learns_and_a_saved_network_evaluates_the_same(tmp_path, capsy
 
 
 def test_several_seeds_are_the_runs_of_each_seed_and_their_mean(tmp_path, capsys):
-  small = ["--quick", "--neurons", "10", "--train-images", "120", "--test-images", "40",
+  small = ["--quick", "--train-images", "120", "--test-images", "40",
            "--pictures", str(tmp_path), "--json", str(tmp_path / "r.json")]
   both = dc.main(small + ["--seed", "1", "--seeds", "2"])
   alone = [dc.main(small + ["--seed", str(seed)]) for seed in (1, 2)]

@@ -519,7 +519,8 @@ def main(argv=None):
                       help="save the trained network (PATH.npz + PATH.network.json)")
   parser.add_argument("--load", metavar="PATH",
                       help="evaluate a network saved with --save PATH, no training")
-  parser.add_argument("--seed", type=int, default=0, help="of the simulation (the splits are fixed)")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="of the simulation (the splits are fixed)")
   parser.add_argument("--eta-decay", type=float, default=ETA_DECAY,
                       help="factor on the learning rate after every epoch")
   parser.add_argument("--selection-draws", type=int, default=SELECTION_DRAWS,
@@ -643,8 +644,7 @@ def main(argv=None):
     print(f"{'same, exp_beta = 0':48s} {result['test_accuracy_exp_beta_0_mean']:14.4f}")
   for name, acc in base.items():
     print(f"{name:48s} {acc:14.4f}")
-  epoch_s = run["epoch_s"]
-  print(f"\nepochs {args.epochs}, seconds per epoch {['%.1f' % e for e in epoch_s]}, "
+  print(f"\nepochs {args.epochs}, seconds per epoch {['%.1f' % e for e in run['epoch_s']]}, "
         f"wall {result['wall_s']:.0f} s, {result['simulated_steps_per_second']:.0f} simulated "
         f"steps/s (network-steps)")
   _write(args.json, result)

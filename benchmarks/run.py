@@ -488,14 +488,16 @@ def plot(rows, path):
 
 
 def table(rows):
-  print(f"{'section':44s} {'variant':52s} {'shape':>11s} {'median ms':>10s} {'ns/weight':>9s} "
-        f"{'x ref':>7s} {'x floor':>7s}")
+  ws = max(len(r["section"]) for r in rows)
+  wv = max(len(r["variant"]) for r in rows)
+  print(f"{'section':{ws}s} {'variant':{wv}s} {'shape':>11s} {'batch':>5s} {'median ms':>10s} "
+        f"{'ns/weight':>9s} {'x ref':>7s} {'x floor':>7s}")
   for r in rows:
     fmt = lambda v, spec: format(v, spec) if v is not None else ""
     flag = "  NOISY" if r["noisy"] else ""
-    print(f"{r['section'][:44]:44s} {r['variant'][:52]:52s} {'x'.join(map(str, r['shape'])):>11s} "
-          f"{r['median_ms']:10.3f} {r['ns_per_weight']:9.3f} {fmt(r['vs_reference'], '7.2f'):>7s} "
-          f"{fmt(r['vs_exp_floor'], '7.2f'):>7s}{flag}")
+    print(f"{r['section']:{ws}s} {r['variant']:{wv}s} {'x'.join(map(str, r['shape'])):>11s} "
+          f"{r['batch']:5d} {r['median_ms']:10.3f} {r['ns_per_weight']:9.3f} "
+          f"{fmt(r['vs_reference'], '7.2f'):>7s} {fmt(r['vs_exp_floor'], '7.2f'):>7s}{flag}")
 
 
 def main():

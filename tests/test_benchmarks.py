@@ -16,6 +16,10 @@ def test_quick_benchmark_writes_every_target(tmp_path):
   result = json.loads((tmp_path / "b.json").read_text())
   assert (tmp_path / "b.png").stat().st_size > 0
   assert len(result["targets"]) >= 9 and "targets (issue 5)" in out
+  # The table's columns, as issue 5 lists them.
+  header = next(line for line in out.splitlines() if line.startswith("section"))
+  assert header.split() == ["section", "variant", "shape", "batch", "median", "ms", "ns/weight",
+                            "x", "ref", "x", "floor"]
   for row in result["rows"]:
     assert row["median_ms"] > 0 and row["calls"] > 0
   variants = {row["variant"] for row in result["rows"]}

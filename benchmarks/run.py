@@ -465,19 +465,31 @@ def plot(rows, path):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-  variants = (("dense: jitted.evolve, no d_weights", "o-", "dense evolve"),
-              ("events: jitted.evolve_events, no d_weights", "s-", "event-driven evolve"))
-  for ax, prefix, x_of, xlabel in (
-      (left, "scaling", lambda r: r["shape"][0] * r["shape"][1],
+  variants = (("dense: jitted.evolve, no d_weights", "o-", "dense evolve, no d_weights"),
+              ("events: jitted.evolve_events, no d_weights", "s-",
+               "event-driven evolve, no d_weights"))
+  ticker = matplotlib.ticker
+  for ax, prefix, x_of, x_label, xlabel in (
+      (left, "scaling", lambda r: r["shape"][0] * r["shape"][1], lambda x, _: f"{x / 1e6:.2g}M",
        "synapses N x M (N = 784, 2% spikes, batch 1)"),
-      (right, "rate", lambda r: r["rate"] * 100, "spike probability per step, % ({})".format(
-          next(("x".join(map(str, r["shape"])) for r in rows if r["section"].startswith("rate")),
-               "")))):
+      (right, "rate", lambda r: r["rate"] * 100, lambda x, _: f"{x:g}",
+       "spike probability per step, % ({})".format(
+           next(("x".join(map(str, r["shape"])) for r in rows if r["section"].startswith("rate")),
+                "")))):
+    xs = set()
     for variant, style, label in variants:
       pts = sorted((x_of(r), r["median_ms"]) for r in rows
                    if r["section"].startswith(prefix) and r["variant"] == variant)
       if pts:
         ax.loglog(*zip(*pts), style, label=label)
+        xs.update(x for x, _ in pts)
+    # Ticks where the measurements are (x) and at 1, 2, 5 (y), in plain numbers.
+    ax.set_xticks(sorted(xs))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(x_label))
+    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    for axis in (ax.xaxis, ax.yaxis):
+      axis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel("time per evolve (ms)")
     ax.grid(True, which="both", alpha=0.3)

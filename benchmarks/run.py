@@ -468,7 +468,7 @@ def plot(rows, path):
   variants = (("dense: jitted.evolve, no d_weights", "o-", "dense evolve, no d_weights"),
               ("events: jitted.evolve_events, no d_weights", "s-",
                "event-driven evolve, no d_weights"))
-  ticker = matplotlib.ticker
+  from matplotlib import ticker
   for ax, prefix, x_of, x_label, xlabel in (
       (left, "scaling", lambda r: r["shape"][0] * r["shape"][1], lambda x, _: f"{x / 1e6:.2g}M",
        "synapses N x M (N = 784, 2% spikes, batch 1)"),
